@@ -1,0 +1,37 @@
+# Developer and user entry points. `make test` and `make demo` build .venv on
+# first use (Python 3.11, torch 2.13.0 CPU build, fairseq-fixed, pinned by
+# constraints.txt) and reinstall the package whenever its sources change.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SOURCES := $(shell find fairseq_ser -name '*.py') setup.py README.md
+
+.PHONY: install test demo clean
+
+# Third-party environment: rebuilt only when the pins change.
+$(VENV)/.deps: constraints.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	# torch first and exactly pinned: anything looser lets pip fetch a multi-GB CUDA build
+	$(PIP) install torch==2.13.0
+	$(PIP) install -c constraints.txt fairseq-fixed==0.12.3.1 soundfile soxr faiss-cpu tensorboardX tqdm matplotlib pytest
+	touch $@
+
+# The package itself, installed as a regular (non-editable) package so that
+# fairseq finds it as a user dir from any working directory (see README).
+$(VENV)/.pkg: $(VENV)/.deps $(SOURCES)
+	$(PIP) install --quiet --no-deps --no-build-isolation --force-reinstall .
+	touch $@
+
+install: $(VENV)/.pkg
+
+test: install
+	$(PY) -m pytest tests -q
+
+demo: install
+	$(VENV)/bin/fairseq-ser demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo_out

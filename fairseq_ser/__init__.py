@@ -1,0 +1,24 @@
+"""fairseq-ser: wav2vec 2.0 fine-tuning strategies for speech emotion recognition.
+
+Used as a fairseq user dir (``common.user_dir``), importing this package
+registers its tasks, models and criterions. fairseq auto-imports only the
+``tasks/`` and ``models/`` folders of a user dir, so criterions are imported
+here explicitly.
+
+The corpus tools and ``fairseq-ser --help`` do not need fairseq, so the
+registration happens on import only when fairseq is already loaded (the
+user-dir case); code that builds models calls :func:`register` first.
+"""
+
+import sys
+
+__version__ = "0.1.0"
+
+
+def register():
+    """Import the modules that register ``ser_*`` tasks, models and criterions with fairseq."""
+    from . import criterions, models, tasks  # noqa: F401
+
+
+if "fairseq" in sys.modules:
+    register()

@@ -1,0 +1,1 @@
+"""Command-line front ends; each module adds one ``fairseq-ser`` subcommand."""

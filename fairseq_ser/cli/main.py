@@ -1,0 +1,59 @@
+"""``fairseq-ser``: one entry point, one subcommand per job.
+
+Subcommand modules import heavy libraries (torch, fairseq) inside ``run`` only,
+so ``fairseq-ser --help`` answers at once.
+"""
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ..errors import SerError
+
+# (subcommand module, one-line help); each module defines add_arguments(parser) and run(args)
+SUBCOMMANDS = {
+    "prepare": ("fairseq_ser.cli.prepare", "write fold manifests and labels for a corpus"),
+    "evaluate": ("fairseq_ser.cli.evaluate", "score a trained classifier on a manifest split"),
+    "synth": ("fairseq_ser.cli.synth", "generate the embedded synthetic emotional-speech corpus"),
+    "demo": ("fairseq_ser.cli.demo", "run the end-to-end demo on the synthetic corpus"),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fairseq-ser",
+        description="Speech emotion recognition with wav2vec 2.0 on fairseq "
+        "(V-FT, TAPT, P-TAPT). Training itself runs through fairseq-hydra-train "
+        "with the yaml files in config/.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args._run(args) or 0
+    except SerError as e:
+        print(f"fairseq-ser {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fairseq-ser {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

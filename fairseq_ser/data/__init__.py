@@ -1,0 +1,1 @@
+"""Manifests, label files, audio reading and corpus preparation."""

@@ -1,0 +1,66 @@
+"""Audio datasets for utterance classification, on top of fairseq's ``FileAudioDataset``."""
+
+import os
+from typing import Sequence
+
+import torch
+from fairseq.data import BaseWrapperDataset, FileAudioDataset
+
+from ..errors import DataError
+from .audio import read_audio
+
+
+class SerAudioDataset(FileAudioDataset):
+    """``FileAudioDataset`` that reads through :func:`read_audio`.
+
+    fairseq's reader retries a failing file with sleeps and then raises a bare
+    ``Exception``, and refuses any sample rate but the task's; this one fails
+    at once naming the file, and resamples / downmixes what is not 16 kHz mono.
+    """
+
+    def __getitem__(self, index):
+        path = os.path.join(self.root_dir, self._fname(index))
+        wav = read_audio(path, self.sample_rate)
+        feats = self.postprocess(torch.from_numpy(wav), self.sample_rate)
+        return {"id": index, "source": feats}
+
+    def _fname(self, index):
+        fn = self.fnames[index]
+        fn = fn if isinstance(self.fnames, list) else fn.as_py()
+        return self.text_compressor.decompress(fn)
+
+    def check_files_exist(self, manifest_path: str) -> None:
+        """Fail before training when the manifest lists audio that is not there."""
+        missing = [
+            self._fname(i) for i in range(len(self))
+            if not os.path.isfile(os.path.join(self.root_dir, self._fname(i)))
+        ]
+        if missing:
+            preview = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
+            raise DataError(
+                f"{manifest_path}: {len(missing)} audio file(s) not found under root "
+                f"{self.root_dir!r}: {preview}"
+            )
+
+
+class EmotionLabelDataset(BaseWrapperDataset):
+    """Adds the utterance's class index as ``target`` to each sample and batch."""
+
+    def __init__(self, dataset, targets: Sequence[int]):
+        super().__init__(dataset)
+        if len(targets) != len(dataset):
+            raise DataError(f"{len(targets)} labels for {len(dataset)} utterances")
+        self.targets = torch.as_tensor(list(targets), dtype=torch.long)
+
+    def __getitem__(self, index):
+        item = self.dataset[index]
+        item["target"] = self.targets[index]
+        return item
+
+    def collater(self, samples):
+        batch = self.dataset.collater(samples)
+        if not batch:
+            return batch
+        batch["target"] = torch.stack([s["target"] for s in samples if s["source"] is not None])
+        batch["nsentences"] = len(batch["target"])
+        return batch

@@ -1,0 +1,63 @@
+"""Writing files that other steps read, without ever leaving a half-written one."""
+
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w", **kwargs):
+    """Open a temporary file beside ``path``; rename it to ``path`` on success.
+
+    If the block raises (or the process dies), ``path`` is left as it was and
+    the temporary file is removed (or, after a kill, left under a name no
+    reader looks for).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
+    )
+    os.close(fd)
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_path(path):
+    """Context manager yielding a temporary path that is renamed to ``path`` on success.
+
+    For writers that insist on a file name (``torch.save``, ``soundfile.write``,
+    ``matplotlib.savefig``).
+    """
+    return _AtomicPath(os.fspath(path))
+
+
+class _AtomicPath:
+    def __init__(self, path):
+        self.path = path
+        self.tmp = None
+
+    def __enter__(self):
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        root, ext = os.path.splitext(os.path.basename(self.path))
+        fd, self.tmp = tempfile.mkstemp(dir=directory, prefix="." + root + ".", suffix=".tmp" + ext)
+        os.close(fd)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.tmp)
+        return False

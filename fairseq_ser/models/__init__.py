@@ -1,0 +1,3 @@
+"""Registered models; :mod:`.pretrained` owns checkpoint loading."""
+
+from . import ser_wav2vec2_classifier  # noqa: F401

@@ -1,0 +1,123 @@
+"""Running a fairseq ``Wav2Vec2Model`` with this package's own span masking.
+
+fairseq's ``Wav2Vec2Model.apply_mask`` is not usable for fine-tuning on
+emotional speech: a clip shorter than two mask spans raises "the entire
+sequence is masked", a row drawing zero channel masks raises "this should
+never happens" (fairseq-fixed 0.12.3.1), and masks of different counts per
+row break its target gathering. So the steps before the Transformer (CNN,
+feature layer norm, projection) are run here, the masks are drawn here, and
+the Transformer is the backbone's own.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from fairseq.modules import GradMultiply
+
+
+def span_mask(lengths, total: int, start_prob: float, span: int, min_masks: int,
+              rng: np.random.Generator) -> torch.Tensor:
+    """``(B, total)`` bool mask of time spans, drawn per row over its ``lengths[b]`` valid frames.
+
+    Each frame starts a span with probability ``start_prob`` (at least
+    ``min_masks`` spans). In clips shorter than two spans the span is cut to
+    half the clip, and at least one frame always stays visible, so masking
+    never fails and never hides a whole utterance. Clips of one frame are not
+    masked.
+    """
+    mask = np.zeros((len(lengths), total), dtype=bool)
+    for b, length in enumerate(int(n) for n in lengths):
+        width = min(span, length // 2)
+        if width < 1:
+            continue
+        num = max(min_masks, int(start_prob * length + rng.random()))
+        num = min(num, length - width + 1)
+        starts = rng.choice(length - width + 1, num, replace=False)
+        for s in starts:
+            mask[b, s:s + width] = True
+        if mask[b, :length].all():
+            mask[b, rng.integers(length)] = False
+    return torch.from_numpy(mask)
+
+
+def channel_mask(batch: int, channels: int, prob: float, span: int, rng: np.random.Generator) -> torch.Tensor:
+    """``(B, channels)`` bool mask; about ``prob * channels / span`` spans per row (fairseq's rule)."""
+    mask = np.zeros((batch, channels), dtype=bool)
+    width = min(span, channels // 2)
+    if width < 1 or prob <= 0:
+        return torch.from_numpy(mask)
+    for b in range(batch):
+        num = int(prob * channels / span + rng.random())
+        for s in rng.integers(0, channels - width + 1, size=num):
+            mask[b, s:s + width] = True
+    return torch.from_numpy(mask)
+
+
+def project_features(backbone, source: torch.Tensor, padding_mask: Optional[torch.Tensor]
+                     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """CNN, feature layer norm, projection and input dropout of ``backbone``; frame padding mask."""
+    if backbone.feature_grad_mult > 0:
+        features = backbone.feature_extractor(source)
+        if backbone.feature_grad_mult != 1.0:
+            features = GradMultiply.apply(features, backbone.feature_grad_mult)
+    else:
+        with torch.no_grad():
+            features = backbone.feature_extractor(source)
+    features = backbone.layer_norm(features.transpose(1, 2))
+    frame_padding = None
+    if padding_mask is not None and padding_mask.any():
+        lengths = backbone._get_feat_extract_output_lengths((~padding_mask).long().sum(-1))
+        positions = torch.arange(features.size(1), device=features.device)
+        frame_padding = positions.unsqueeze(0) >= lengths.unsqueeze(1)
+    if backbone.post_extract_proj is not None:
+        features = backbone.post_extract_proj(features)
+    return backbone.dropout_input(features), frame_padding
+
+
+def frame_lengths(features: torch.Tensor, frame_padding: Optional[torch.Tensor]) -> torch.Tensor:
+    if frame_padding is None:
+        return torch.full((features.size(0),), features.size(1), dtype=torch.long)
+    return (~frame_padding).long().sum(-1).cpu()
+
+
+def torch_seeded_rng() -> np.random.Generator:
+    """A numpy generator seeded from torch's RNG, so fairseq's seeding makes masks reproducible."""
+    return np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+
+
+@dataclass
+class Masking:
+    """SpecAugment-style masks of the projected features (time spans and channel spans)."""
+
+    start_prob: float
+    span: int
+    min_masks: int = 2
+    channel_prob: float = 0.0
+    channel_span: int = 64
+
+    def draw(self, lengths, frames: int, channels: int):
+        rng = torch_seeded_rng()
+        time = span_mask(lengths, frames, self.start_prob, self.span, self.min_masks, rng)
+        chan = channel_mask(len(lengths), channels, self.channel_prob, self.channel_span, rng)
+        return time, chan
+
+
+def encode(backbone, source, padding_mask=None, masking: Optional[Masking] = None):
+    """Run ``backbone``, masking when ``masking`` is given.
+
+    Returns ``(x, frame_padding, layer_results, time_mask)``: Transformer output
+    ``B×T×C``, the frame padding mask (None without padding), fairseq's layer
+    results, and the time mask that was applied (None when not masking).
+    """
+    x, frame_padding = project_features(backbone, source, padding_mask)
+    time_mask = None
+    if masking is not None:
+        time_mask, chan_mask = masking.draw(frame_lengths(x, frame_padding), x.size(1), x.size(2))
+        time_mask = time_mask.to(x.device)
+        # fairseq's order: masked frames get the learned embedding, then channels are zeroed
+        x = torch.where(time_mask.unsqueeze(-1), backbone.mask_emb.to(x.dtype), x)
+        x = x.masked_fill(chan_mask.to(x.device).unsqueeze(1), 0.0)
+    x, layer_results = backbone.encoder(x, padding_mask=frame_padding, layer=None)
+    return x, frame_padding, layer_results, time_mask

@@ -1,0 +1,207 @@
+"""Loading the wav2vec 2.0 checkpoints users bring: the one module that reads them.
+
+Accepted at ``model.w2v_path``:
+
+- fairseq wav2vec 2.0 pretraining checkpoints in the current layout (``cfg``)
+  and in the legacy layout whose ``args`` is an ``argparse.Namespace`` (as the
+  released ``wav2vec_small.pt`` ships);
+- fairseq fine-tuned checkpoints (CTC, seq2seq, classification) that carry
+  the pretrained model's config in ``w2v_args``;
+- this package's own checkpoints (an emotion classifier), whose backbone is
+  reused.
+
+Everything is turned into a :class:`PretrainedBackbone`: the full config the
+backbone was pretrained with (kept as ``w2v_args`` inside fine-tuned models so
+they load without the original file) and the backbone's weights, keyed as in
+fairseq's ``Wav2Vec2Model``.
+"""
+
+import argparse
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ..errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+# Modules of Wav2Vec2Model used only by the contrastive pretraining objective.
+PRETRAINING_ONLY_PREFIXES = (
+    "quantizer.",
+    "input_quantizer.",
+    "project_q.",
+    "project_inp.",
+    "final_proj.",
+    "target_glu.",
+)
+
+# model name -> prefix of the wav2vec 2.0 weights inside that model's state dict
+BACKBONE_PREFIXES = {
+    "wav2vec2": "",
+    "wav2vec_ctc": "w2v_encoder.w2v_model.",
+    "wav2vec_seq2seq": "encoder.w2v_model.",
+    "wav2vec_classification": "w2v_encoder.w2v_model.",
+    "ser_wav2vec2_classifier": "backbone.",
+}
+
+
+@dataclass
+class PretrainedBackbone:
+    path: str
+    w2v_args: DictConfig  # full config of the wav2vec 2.0 pretraining run (model, task, ...)
+    weights: Dict[str, torch.Tensor]  # Wav2Vec2Model state dict, pretraining modules included if present
+    source_model: str  # the ``_name`` of the model stored in the checkpoint
+
+    @property
+    def has_pretraining_modules(self) -> bool:
+        return any(k.startswith("quantizer.") for k in self.weights)
+
+
+def read_checkpoint(path: str) -> Dict[str, Any]:
+    """``torch.load`` a fairseq checkpoint onto the CPU, legacy layouts included.
+
+    torch >= 2.6 loads with ``weights_only=True``, which refuses the
+    ``argparse.Namespace`` of legacy checkpoints; that one class is allowed
+    explicitly. Older files may also pickle other objects (fairseq meters in
+    ``extra_state``): those are loaded with full unpickling, with a warning,
+    because a user-supplied checkpoint is a file the user chose to trust.
+    """
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a folder, expected a fairseq checkpoint file (.pt)")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" not in str(e) and "Weights only" not in str(e):
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(e)})")
+        logger.warning("%s: holds pickled objects beyond tensors and configs; loading it with "
+                       "full unpickling (only do this with files you trust)", path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e2:
+            raise CheckpointError(f"{path}: cannot load checkpoint ({_first_line(e2)})")
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(e)})")
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' weights in it)")
+    return state
+
+
+def checkpoint_config(state: Dict[str, Any], path: str) -> DictConfig:
+    """The checkpoint's full config as a DictConfig, converting a legacy ``args`` namespace."""
+    cfg = state.get("cfg")
+    if cfg is not None:
+        return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg, flags={"allow_objects": True})
+    args = state.get("args")
+    if isinstance(args, argparse.Namespace):
+        return _namespace_to_config(args, path)
+    raise CheckpointError(f"{path}: checkpoint has neither 'cfg' nor 'args'; cannot tell what model it holds")
+
+
+def _namespace_to_config(args: argparse.Namespace, path: str) -> DictConfig:
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    try:
+        return convert_namespace_to_omegaconf(args)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot convert the legacy 'args' of this checkpoint ({_first_line(e)})")
+
+
+def model_name(cfg: DictConfig) -> Optional[str]:
+    model_cfg = cfg.get("model") if cfg is not None else None
+    if model_cfg is None:
+        return None
+    return model_cfg.get("_name", None) or model_cfg.get("arch", None)
+
+
+def load_backbone(path: str) -> PretrainedBackbone:
+    """Read any accepted checkpoint and return its wav2vec 2.0 backbone config and weights."""
+    state = read_checkpoint(path)
+    cfg = checkpoint_config(state, path)
+    name = model_name(cfg)
+    if name not in BACKBONE_PREFIXES:
+        known = ", ".join(sorted(BACKBONE_PREFIXES))
+        raise CheckpointError(
+            f"{path}: holds a {name!r} model, not a wav2vec 2.0 model (accepted: {known})"
+        )
+    if BACKBONE_PREFIXES[name] == "":
+        w2v_args = cfg
+    else:
+        w2v_args = cfg.model.get("w2v_args", None)
+        if isinstance(w2v_args, argparse.Namespace):
+            w2v_args = _namespace_to_config(w2v_args, path)
+        elif isinstance(w2v_args, dict):
+            w2v_args = OmegaConf.create(w2v_args)
+        if w2v_args is None:
+            raise CheckpointError(f"{path}: fine-tuned {name!r} checkpoint without 'w2v_args'; "
+                                  "cannot rebuild its wav2vec 2.0 backbone")
+        inner = model_name(w2v_args)
+        if inner != "wav2vec2":
+            raise CheckpointError(f"{path}: its backbone is a {inner!r} model, not wav2vec2")
+    prefix = BACKBONE_PREFIXES[name]
+    weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    if not weights:
+        raise CheckpointError(f"{path}: no weights under {prefix!r} in this {name!r} checkpoint")
+    with open_dict(w2v_args):
+        # the training objective of the pretraining run has no meaning downstream
+        w2v_args.criterion = None
+        w2v_args.lr_scheduler = None
+    return PretrainedBackbone(path=path, w2v_args=w2v_args, weights=weights, source_model=name)
+
+
+def build_wav2vec2(w2v_args: DictConfig, overrides: Optional[Dict[str, Any]] = None):
+    """Build a fairseq ``Wav2Vec2Model`` from a pretraining config, with field overrides."""
+    from fairseq.dataclass.utils import merge_with_parent
+    from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
+
+    model_cfg = OmegaConf.create(OmegaConf.to_container(w2v_args.model, resolve=True))
+    with open_dict(model_cfg):
+        model_cfg.pop("_name", None)
+        for key, value in (overrides or {}).items():
+            model_cfg[key] = value
+    model_cfg = merge_with_parent(Wav2Vec2Config(), model_cfg, remove_missing=True)
+    return Wav2Vec2Model(model_cfg)
+
+
+def load_backbone_weights(model, weights: Dict[str, torch.Tensor], path: str, keep_pretraining_modules: bool):
+    """Load ``weights`` into ``model``; any missing or mismatched weight is an error.
+
+    Without ``keep_pretraining_modules``, the quantizer and projection heads
+    are removed from the model first and their weights ignored.
+    """
+    if not keep_pretraining_modules:
+        model.remove_pretraining_modules()
+        weights = {k: v for k, v in weights.items() if not k.startswith(PRETRAINING_ONLY_PREFIXES)}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {_preview(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_preview(unexpected)}")
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: " + "; ".join(parts))
+    mismatched = [k for k in expected if tuple(expected[k].shape) != tuple(weights[k].shape)]
+    if mismatched:
+        k = mismatched[0]
+        raise CheckpointError(f"{path}: weight {k} has shape {tuple(weights[k].shape)}, "
+                              f"the model expects {tuple(expected[k].shape)}")
+    model.load_state_dict(weights, strict=True)
+
+
+def _preview(keys, n=5):
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

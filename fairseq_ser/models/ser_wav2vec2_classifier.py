@@ -1,0 +1,186 @@
+"""``ser_wav2vec2_classifier``: wav2vec 2.0 with a pooled classification head (V-FT)."""
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import BaseFairseqModel, register_model
+from omegaconf import MISSING, open_dict
+
+from ..errors import CheckpointError
+from .masked_encoder import Masking, encode
+from .pooling import build_pooling
+from .pretrained import build_wav2vec2, load_backbone, load_backbone_weights
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SerWav2Vec2ClassifierConfig(FairseqDataclass):
+    w2v_path: str = field(
+        default=MISSING,
+        metadata={"help": "wav2vec 2.0 checkpoint to start from: fairseq pretraining "
+                  "(cfg or legacy args layout), fine-tuned fairseq (w2v_args), or a "
+                  "TAPT / P-TAPT / classifier checkpoint of this package"},
+    )
+    w2v_args: Any = field(
+        default=None,
+        metadata={"help": "config of the pretrained backbone; filled from w2v_path at "
+                  "build time and stored in the checkpoint so it loads on its own"},
+    )
+    class_names: Optional[List[str]] = field(
+        default=None,
+        metadata={"help": "class names in output order; filled from the task's "
+                  "dictionary at build time and stored in the checkpoint"},
+    )
+    pooling: ChoiceEnum(["mean", "attentive_stats"]) = field(
+        default="mean",
+        metadata={"help": "utterance pooling over valid frames: mean (the paper's "
+                  "head) or attentive statistics (weighted mean and std)"},
+    )
+    weighted_layer_sum: bool = field(
+        default=False,
+        metadata={"help": "pool a learned softmax-weighted sum of all Transformer "
+                  "layers instead of the last layer (disables layerdrop)"},
+    )
+    freeze_feature_encoder: bool = field(
+        default=True, metadata={"help": "keep the CNN feature encoder frozen"}
+    )
+    freeze_feature_projection: bool = field(
+        default=True,
+        metadata={"help": "keep the feature projection (layer norm + linear after the CNN) frozen"},
+    )
+    freeze_finetune_updates: int = field(
+        default=0,
+        metadata={"help": "train only the head for this many updates before the Transformer"},
+    )
+    apply_mask: bool = field(
+        default=True, metadata={"help": "SpecAugment-style masking of the projected features while training"}
+    )
+    mask_start_prob: float = field(
+        default=0.08,
+        metadata={"help": "probability of each frame starting a time mask (fairseq's "
+                  "mask_prob is this times mask_length)"},
+    )
+    mask_length: int = field(default=15, metadata={"help": "time mask span in frames"})
+    mask_channel_prob: float = field(
+        default=0.05, metadata={"help": "fraction of channels to mask (fairseq mask_channel_prob)"}
+    )
+    mask_channel_length: int = field(default=64, metadata={"help": "channel mask span"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout in the Transformer"})
+    attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
+    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
+    dropout_input: float = field(default=0.1, metadata={"help": "dropout on the projected features"})
+    layerdrop: float = field(default=0.1, metadata={"help": "probability of dropping a Transformer layer"})
+    head_dropout: float = field(default=0.0, metadata={"help": "dropout before the output layer"})
+
+
+def backbone_overrides(cfg: SerWav2Vec2ClassifierConfig):
+    """Fields of the pretraining config replaced for fine-tuning."""
+    return {
+        "dropout": cfg.dropout,
+        "attention_dropout": cfg.attention_dropout,
+        "activation_dropout": cfg.activation_dropout,
+        "dropout_input": cfg.dropout_input,
+        "dropout_features": 0.0,
+        "encoder_layerdrop": 0.0 if cfg.weighted_layer_sum else cfg.layerdrop,
+        # masking is drawn by masked_encoder, not by the backbone
+        "mask_prob": 0.0,
+        "mask_channel_prob": 0.0,
+        "feature_grad_mult": 0.0 if cfg.freeze_feature_encoder else 1.0,
+    }
+
+
+@register_model("ser_wav2vec2_classifier", dataclass=SerWav2Vec2ClassifierConfig)
+class SerWav2Vec2Classifier(BaseFairseqModel):
+    def __init__(self, cfg: SerWav2Vec2ClassifierConfig, backbone, num_classes: int, normalize_input: bool):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.normalize_input = normalize_input
+        self.num_updates = 0
+        self.masking = Masking(
+            start_prob=cfg.mask_start_prob,
+            span=cfg.mask_length,
+            min_masks=2,
+            channel_prob=cfg.mask_channel_prob,
+            channel_span=cfg.mask_channel_length,
+        )
+        dim = backbone.cfg.encoder_embed_dim
+        num_layers = len(backbone.encoder.layers)
+        self.layer_weights = nn.Parameter(torch.zeros(num_layers)) if cfg.weighted_layer_sum else None
+        self.pooling = build_pooling(cfg.pooling, dim)
+        self.head_dropout = nn.Dropout(cfg.head_dropout)
+        self.output = nn.Linear(self.pooling.output_dim(dim), num_classes)
+        if cfg.freeze_feature_encoder:
+            backbone.feature_extractor.requires_grad_(False)
+        if cfg.freeze_feature_projection:
+            backbone.layer_norm.requires_grad_(False)
+            if backbone.post_extract_proj is not None:
+                backbone.post_extract_proj.requires_grad_(False)
+
+    @classmethod
+    def build_model(cls, cfg: SerWav2Vec2ClassifierConfig, task):
+        class_names = list(task.class_names)
+        if cfg.class_names is not None and list(cfg.class_names) != class_names:
+            raise CheckpointError(
+                f"the model was trained on classes {list(cfg.class_names)} but the data "
+                f"dictionary lists {class_names}"
+            )
+        pretrained = None
+        if cfg.w2v_args is None:
+            pretrained = load_backbone(cfg.w2v_path)
+            with open_dict(cfg):
+                cfg.w2v_args = pretrained.w2v_args
+        with open_dict(cfg):
+            cfg.class_names = class_names
+        backbone = build_wav2vec2(cfg.w2v_args, backbone_overrides(cfg))
+        if pretrained is not None:
+            load_backbone_weights(backbone, pretrained.weights, cfg.w2v_path, keep_pretraining_modules=False)
+            logger.info("loaded wav2vec 2.0 backbone from %s (%s checkpoint)", cfg.w2v_path, pretrained.source_model)
+        else:
+            backbone.remove_pretraining_modules()
+        normalize = bool(cfg.w2v_args.task.get("normalize", False))
+        return cls(cfg, backbone, len(class_names), normalize)
+
+    def set_num_updates(self, num_updates):
+        super().set_num_updates(num_updates)
+        self.num_updates = num_updates
+
+    def forward(self, source, padding_mask=None, **kwargs):
+        if self.normalize_input:
+            source = normalize_waveform(source, padding_mask)
+        finetune_backbone = self.num_updates >= self.cfg.freeze_finetune_updates
+        with contextlib.ExitStack() if finetune_backbone else torch.no_grad():
+            masking = self.masking if self.training and self.cfg.apply_mask else None
+            x, frame_padding, layer_results, _ = encode(self.backbone, source, padding_mask, masking)
+        if self.layer_weights is not None:
+            layers = torch.stack([lr[0].transpose(0, 1) for lr in layer_results], dim=0)
+            weights = F.softmax(self.layer_weights, dim=0).to(layers.dtype)
+            x = (weights.view(-1, 1, 1, 1) * layers).sum(0)
+        # the paper's head: ReLU, pooling over valid frames, ReLU, linear
+        pooled = F.relu(self.pooling(F.relu(x), frame_padding))
+        return self.output(self.head_dropout(pooled))
+
+    def get_normalized_probs(self, net_output, log_probs, sample=None):
+        logits = net_output.float()
+        return F.log_softmax(logits, dim=-1) if log_probs else F.softmax(logits, dim=-1)
+
+    def get_logits(self, net_output):
+        return net_output
+
+
+def normalize_waveform(source: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Zero mean, unit variance per utterance over its valid samples (models pretrained with normalize)."""
+    if padding_mask is None:
+        return F.layer_norm(source, source.shape[-1:])
+    valid = (~padding_mask).to(source.dtype)
+    n = valid.sum(-1, keepdim=True).clamp(min=1.0)
+    mean = (source * valid).sum(-1, keepdim=True) / n
+    var = (((source - mean) * valid) ** 2).sum(-1, keepdim=True) / n
+    return (source - mean) / torch.sqrt(var + 1e-5) * valid

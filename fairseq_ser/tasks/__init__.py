@@ -1,0 +1,3 @@
+"""Registered tasks, one per file."""
+
+from . import ser_classification  # noqa: F401

@@ -1,0 +1,98 @@
+"""``ser_classification``: utterance-level emotion labels over fairseq audio manifests."""
+
+import logging
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+from fairseq.tasks import register_task
+from fairseq.tasks.audio_pretraining import AudioPretrainingConfig, AudioPretrainingTask
+from omegaconf import II
+
+from ..data.classification_dataset import EmotionLabelDataset, SerAudioDataset
+from ..data.manifest import dict_path, label_counts, load_split, manifest_path, read_label_dict
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SerClassificationConfig(AudioPretrainingConfig):
+    labels: Optional[str] = field(
+        default="emo",
+        metadata={"help": "extension of the label files: {split}.{labels} beside "
+                  "{split}.tsv, and dict.{labels}.txt"},
+    )
+    max_sample_size: Optional[int] = field(
+        default=160000,
+        metadata={"help": "training utterances longer than this many samples are "
+                  "randomly cropped to it (160000 = 10 s); other splits are not cropped"},
+    )
+    min_sample_size: Optional[int] = field(
+        default=400,
+        metadata={"help": "skip utterances shorter than this many samples (with their "
+                  "labels); 400 is the CNN encoder's receptive field"},
+    )
+    class_weighting: bool = field(
+        default=True,
+        metadata={"help": "weight the loss by inverse class frequency of the training "
+                  "labels (normalised to sum to 1)"},
+    )
+    train_subset: str = II("dataset.train_subset")
+
+
+@register_task("ser_classification", dataclass=SerClassificationConfig)
+class SerClassificationTask(AudioPretrainingTask):
+    cfg: SerClassificationConfig
+
+    def __init__(self, cfg: SerClassificationConfig):
+        super().__init__(cfg)
+        self.class_names: List[str] = read_label_dict(dict_path(cfg.data, cfg.labels))
+        self._class_weights = None
+
+    @property
+    def target_dictionary(self):
+        # fairseq's generic code asks tasks for a Dictionary; classes are plain names here
+        return None
+
+    def load_dataset(self, split: str, task_cfg=None, **kwargs):
+        data = load_split(self.cfg.data, split, self.cfg.labels, class_names=self.class_names)
+        path = manifest_path(self.cfg.data, split)
+        is_train = split == self.cfg.train_subset
+        dataset = SerAudioDataset(
+            manifest_path=path,
+            sample_rate=self.cfg.sample_rate,
+            max_sample_size=self.cfg.max_sample_size if is_train else None,
+            min_sample_size=self.cfg.min_sample_size,
+            pad=True,
+            normalize=False,
+            num_buckets=self.cfg.num_batch_buckets,
+        )
+        dataset.check_files_exist(path)
+        targets = [t for i, t in enumerate(data.targets) if i not in dataset.skipped_indices]
+        # the skipped utterances' labels are dropped with them; the two must stay aligned
+        assert len(targets) == len(dataset), (path, len(targets), len(dataset))
+        if dataset.skipped_indices:
+            logger.warning("%s: skipped %d utterance(s) shorter than %d samples",
+                           path, len(dataset.skipped_indices), self.cfg.min_sample_size)
+        self.datasets[split] = EmotionLabelDataset(dataset, targets)
+        counts = label_counts(self.class_names[t] for t in targets)
+        logger.info("%s: %d utterances, %s", split, len(targets),
+                    ", ".join(f"{n} {counts.get(n, 0)}" for n in self.class_names))
+
+    @property
+    def class_weights(self) -> Optional[torch.Tensor]:
+        """Inverse-frequency weights of the training labels, normalised to sum to 1."""
+        if not self.cfg.class_weighting:
+            return None
+        if self._class_weights is None:
+            data = load_split(self.cfg.data, self.cfg.train_subset, self.cfg.labels,
+                              class_names=self.class_names)
+            counts = torch.bincount(torch.tensor(data.targets), minlength=len(self.class_names)).double()
+            inv = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+            self._class_weights = (inv / inv.sum()).float()
+            logger.info("class weights: %s", ", ".join(
+                f"{n} {w:.3f}" for n, w in zip(self.class_names, self._class_weights.tolist())))
+        return self._class_weights
+
+    def max_positions(self):
+        return None
