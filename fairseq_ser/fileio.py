@@ -5,6 +5,18 @@ import os
 import tempfile
 
 
+def _read_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; the final file gets the
+# mode a plain open() would give it. Read once: os.umask is process-wide and
+# writers run in threads.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="w", **kwargs):
     """Open a temporary file beside ``path``; rename it to ``path`` on success.
@@ -25,6 +37,7 @@ def atomic_open(path, mode="w", **kwargs):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -56,6 +69,7 @@ class _AtomicPath:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
+            os.chmod(self.tmp, _FILE_MODE)
             os.replace(self.tmp, self.path)
         else:
             with contextlib.suppress(FileNotFoundError):
