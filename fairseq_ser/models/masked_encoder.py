@@ -9,6 +9,7 @@ feature layer norm, projection) are run here, the masks are drawn here, and
 the Transformer is the backbone's own.
 """
 
+import contextlib
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -58,22 +59,44 @@ def channel_mask(batch: int, channels: int, prob: float, span: int, rng: np.rand
 def project_features(backbone, source: torch.Tensor, padding_mask: Optional[torch.Tensor]
                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """CNN, feature layer norm, projection and input dropout of ``backbone``; frame padding mask."""
-    if backbone.feature_grad_mult > 0:
-        features = backbone.feature_extractor(source)
-        if backbone.feature_grad_mult != 1.0:
-            features = GradMultiply.apply(features, backbone.feature_grad_mult)
-    else:
-        with torch.no_grad():
+    padded = padding_mask is not None and bool(padding_mask.any())
+    with contextlib.ExitStack() if backbone.feature_grad_mult > 0 else torch.no_grad():
+        if padded and _has_group_norm(backbone):
+            features = _per_utterance_cnn(backbone, source, padding_mask)
+        else:
             features = backbone.feature_extractor(source)
+    if 0 < backbone.feature_grad_mult != 1.0:
+        features = GradMultiply.apply(features, backbone.feature_grad_mult)
     features = backbone.layer_norm(features.transpose(1, 2))
     frame_padding = None
-    if padding_mask is not None and padding_mask.any():
+    if padded:
         lengths = backbone._get_feat_extract_output_lengths((~padding_mask).long().sum(-1))
         positions = torch.arange(features.size(1), device=features.device)
         frame_padding = positions.unsqueeze(0) >= lengths.unsqueeze(1)
     if backbone.post_extract_proj is not None:
         features = backbone.post_extract_proj(features)
     return backbone.dropout_input(features), frame_padding
+
+
+def _has_group_norm(backbone) -> bool:
+    # wav2vec2-base style encoders ("default" mode) normalise their first
+    # convolution over the whole time axis, so padding would change every frame
+    return backbone.cfg.extractor_mode == "default"
+
+
+def _per_utterance_cnn(backbone, source, padding_mask):
+    """Run the CNN on each utterance's valid samples alone, then pad the frames with zeros.
+
+    Makes an utterance's features independent of the batch it is in (with
+    group norm they otherwise depend on the padding).
+    """
+    lengths = (~padding_mask).long().sum(-1).tolist()
+    total = int(backbone._get_feat_extract_output_lengths(torch.tensor(source.size(1))))
+    rows = []
+    for b, n in enumerate(lengths):
+        f = backbone.feature_extractor(source[b : b + 1, :n])
+        rows.append(torch.nn.functional.pad(f, (0, total - f.size(-1))))
+    return torch.cat(rows, dim=0)
 
 
 def frame_lengths(features: torch.Tensor, frame_padding: Optional[torch.Tensor]) -> torch.Tensor:

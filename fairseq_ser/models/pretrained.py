@@ -20,6 +20,7 @@ import argparse
 import logging
 import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -109,7 +110,10 @@ def _namespace_to_config(args: argparse.Namespace, path: str) -> DictConfig:
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
     try:
-        return convert_namespace_to_omegaconf(args)
+        # fairseq converts through Hydra's compose API, which warns about its own deprecations
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return convert_namespace_to_omegaconf(args)
     except Exception as e:
         raise CheckpointError(f"{path}: cannot convert the legacy 'args' of this checkpoint ({_first_line(e)})")
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 import torch
 from fairseq.tasks import register_task
 from fairseq.tasks.audio_pretraining import AudioPretrainingConfig, AudioPretrainingTask
-from omegaconf import II
+from omegaconf import II, open_dict
 
 from ..data.classification_dataset import EmotionLabelDataset, SerAudioDataset
 from ..data.manifest import dict_path, label_counts, load_split, manifest_path, read_label_dict
@@ -93,6 +93,16 @@ class SerClassificationTask(AudioPretrainingTask):
             logger.info("class weights: %s", ", ".join(
                 f"{n} {w:.3f}" for n, w in zip(self.class_names, self._class_weights.tolist())))
         return self._class_weights
+
+    def build_model(self, model_cfg, from_checkpoint=False):
+        model = super().build_model(model_cfg, from_checkpoint)
+        # fairseq builds the model from a merged copy of model_cfg and saves the
+        # original in checkpoints: copy back what build_model filled in
+        # (the parent class does it for w2v_args)
+        if getattr(model, "cfg", None) is not None and "class_names" in model.cfg:
+            with open_dict(model_cfg):
+                model_cfg.class_names = model.cfg.class_names
+        return model
 
     def max_positions(self):
         return None
