@@ -107,15 +107,19 @@ def test_span_mask_rules():
 
     rng = np.random.default_rng(0)
     lengths = list(range(1, 60))
-    mask = span_mask(lengths, 60, start_prob=0.08, span=15, min_masks=2, rng=rng)
+    mask = span_mask(lengths, 60, prob=0.08, span=15, min_masks=2, rng=rng)
     for row, n in enumerate(lengths):
         assert not mask[row, n:].any(), "padding must never be masked"
         if n == 1:
             assert not mask[row].any()
         else:
             assert 0 < mask[row, :n].sum() < n, f"length {n}: at least one frame masked and one visible"
-    cmask = channel_mask(64, 48, prob=0.9, span=64, rng=rng)
-    assert cmask.any() and not cmask.all(dim=1).any()
+    # at least one channel span per row, never all channels
+    cmask = channel_mask(64, 48, prob=0.05, span=64, min_masks=1, rng=rng)
+    assert cmask.any(dim=1).all() and not cmask.all(dim=1).any()
+    # long rows: about prob of the frames masked (overlaps make it a little less)
+    long = span_mask([5000] * 20, 5000, prob=0.08, span=15, min_masks=2, rng=rng)
+    assert 0.05 < long.float().mean().item() < 0.09
 
 
 def test_freeze_finetune_updates(pretrained_ckpt, synth_folds):

@@ -18,12 +18,14 @@ import torch
 from fairseq.modules import GradMultiply
 
 
-def span_mask(lengths, total: int, start_prob: float, span: int, min_masks: int,
+def span_mask(lengths, total: int, prob: float, span: int, min_masks: int,
               rng: np.random.Generator) -> torch.Tensor:
     """``(B, total)`` bool mask of time spans, drawn per row over its ``lengths[b]`` valid frames.
 
-    Each frame starts a span with probability ``start_prob`` (at least
-    ``min_masks`` spans). In clips shorter than two spans the span is cut to
+    A row of ``n`` frames gets ``prob * n / span`` spans (randomly rounded, at
+    least ``min_masks``): about a fraction ``prob`` of its frames before
+    overlaps, the rule of fairseq and of the HuggingFace version the paper's
+    code used. In clips shorter than two spans the span is cut to
     half the clip, and at least one frame always stays visible, so masking
     never fails and never hides a whole utterance. Clips of one frame are not
     masked.
@@ -33,7 +35,7 @@ def span_mask(lengths, total: int, start_prob: float, span: int, min_masks: int,
         width = min(span, length // 2)
         if width < 1:
             continue
-        num = max(min_masks, int(start_prob * length + rng.random()))
+        num = max(min_masks, int(prob * length / span + rng.random()))
         num = min(num, length - width + 1)
         starts = rng.choice(length - width + 1, num, replace=False)
         for s in starts:
@@ -43,14 +45,15 @@ def span_mask(lengths, total: int, start_prob: float, span: int, min_masks: int,
     return torch.from_numpy(mask)
 
 
-def channel_mask(batch: int, channels: int, prob: float, span: int, rng: np.random.Generator) -> torch.Tensor:
-    """``(B, channels)`` bool mask; about ``prob * channels / span`` spans per row (fairseq's rule)."""
+def channel_mask(batch: int, channels: int, prob: float, span: int, min_masks: int,
+                 rng: np.random.Generator) -> torch.Tensor:
+    """``(B, channels)`` bool mask; ``prob * channels / span`` spans per row, at least ``min_masks``."""
     mask = np.zeros((batch, channels), dtype=bool)
     width = min(span, channels // 2)
     if width < 1 or prob <= 0:
         return torch.from_numpy(mask)
     for b in range(batch):
-        num = int(prob * channels / span + rng.random())
+        num = max(min_masks, int(prob * channels / span + rng.random()))
         for s in rng.integers(0, channels - width + 1, size=num):
             mask[b, s:s + width] = True
     return torch.from_numpy(mask)
@@ -114,16 +117,18 @@ def torch_seeded_rng() -> np.random.Generator:
 class Masking:
     """SpecAugment-style masks of the projected features (time spans and channel spans)."""
 
-    start_prob: float
+    prob: float
     span: int
     min_masks: int = 2
     channel_prob: float = 0.0
     channel_span: int = 64
+    channel_min_masks: int = 1
 
     def draw(self, lengths, frames: int, channels: int):
         rng = torch_seeded_rng()
-        time = span_mask(lengths, frames, self.start_prob, self.span, self.min_masks, rng)
-        chan = channel_mask(len(lengths), channels, self.channel_prob, self.channel_span, rng)
+        time = span_mask(lengths, frames, self.prob, self.span, self.min_masks, rng)
+        chan = channel_mask(len(lengths), channels, self.channel_prob, self.channel_span,
+                            self.channel_min_masks, rng)
         return time, chan
 
 

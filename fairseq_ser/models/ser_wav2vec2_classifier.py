@@ -62,14 +62,17 @@ class SerWav2Vec2ClassifierConfig(FairseqDataclass):
     apply_mask: bool = field(
         default=True, metadata={"help": "SpecAugment-style masking of the projected features while training"}
     )
-    mask_start_prob: float = field(
+    mask_prob: float = field(
         default=0.08,
-        metadata={"help": "probability of each frame starting a time mask (fairseq's "
-                  "mask_prob is this times mask_length)"},
+        metadata={"help": "time masking: an utterance of n frames gets mask_prob * n / "
+                  "mask_length spans (at least 2), i.e. about this fraction of frames, "
+                  "replaced by the learned mask embedding"},
     )
     mask_length: int = field(default=15, metadata={"help": "time mask span in frames"})
     mask_channel_prob: float = field(
-        default=0.05, metadata={"help": "fraction of channels to mask (fairseq mask_channel_prob)"}
+        default=0.05,
+        metadata={"help": "channel masking: about this fraction of channels zeroed, in "
+                  "spans of mask_channel_length (at least one span)"},
     )
     mask_channel_length: int = field(default=64, metadata={"help": "channel mask span"})
     dropout: float = field(default=0.1, metadata={"help": "dropout in the Transformer"})
@@ -105,7 +108,7 @@ class SerWav2Vec2Classifier(BaseFairseqModel):
         self.normalize_input = normalize_input
         self.num_updates = 0
         self.masking = Masking(
-            start_prob=cfg.mask_start_prob,
+            prob=cfg.mask_prob,
             span=cfg.mask_length,
             min_masks=2,
             channel_prob=cfg.mask_channel_prob,

@@ -94,6 +94,15 @@ class SerClassificationTask(AudioPretrainingTask):
                 f"{n} {w:.3f}" for n, w in zip(self.class_names, self._class_weights.tolist())))
         return self._class_weights
 
+    def get_batch_iterator(self, dataset, *args, required_batch_size_multiple=1, **kwargs):
+        # fairseq-fixed 0.12.3.1's batch_by_size drops the last batch whenever
+        # required_batch_size_multiple > 1 (fairseq's default is 8): utterances
+        # would silently go missing from every epoch and from validation
+        if required_batch_size_multiple != 1:
+            logger.info("dataset.required_batch_size_multiple=%d ignored: it would drop utterances",
+                        required_batch_size_multiple)
+        return super().get_batch_iterator(dataset, *args, required_batch_size_multiple=1, **kwargs)
+
     def build_model(self, model_cfg, from_checkpoint=False):
         model = super().build_model(model_cfg, from_checkpoint)
         # fairseq builds the model from a merged copy of model_cfg and saves the
