@@ -67,6 +67,10 @@ def test_vft_from_legacy_checkpoint_outside_the_repo(legacy_ckpt, synth_folds, t
     assert "layer_weights" in state["model"]
     assert any(k.startswith("pooling.attention") for k in state["model"])
     assert not (work / "fairseq_ser").exists()
+    proc = run_command(["fairseq-ser", "evaluate", synth_folds / "fold2", "--path", save / "checkpoint_best.pt",
+                        "--gen-subset", "valid"], cwd=work)
+    assert "UA" in proc.stdout
+    assert json.loads((save / "eval-valid" / "metrics.json").read_text())["subset"] == "valid"
 
 
 def test_training_reports_bad_w2v_path(synth_folds, tmp_path):
