@@ -2,8 +2,8 @@
 
 Used as a fairseq user dir (``common.user_dir``), importing this package
 registers its tasks, models and criterions. fairseq auto-imports only the
-``tasks/`` and ``models/`` folders of a user dir, so criterions are imported
-here explicitly.
+``tasks/`` and ``models/`` folders of a user dir, so criterions and learning
+rate schedulers are imported here explicitly.
 
 The corpus tools and ``fairseq-ser --help`` do not need fairseq, so the
 registration happens on import only when fairseq is already loaded (the
@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 def register():
     """Import the modules that register ``ser_*`` tasks, models and criterions with fairseq."""
-    from . import criterions, models, tasks  # noqa: F401
+    from . import criterions, models, optim, tasks  # noqa: F401
 
 
 if "fairseq" in sys.modules:

@@ -73,3 +73,48 @@ def make_ctc_finetuned(cfg_ckpt: str, out: str) -> str:
     torch.save({"args": None, "cfg": full_cfg, "model": model.state_dict(),
                 "optimizer_history": [], "extra_state": {}}, out)
     return out
+
+
+# A tiny fairseq wav2vec 1.0: the large model's hop (160 samples, 100 Hz) and
+# receptive field (465 samples), 32 channels instead of 512.
+TINY_WAV2VEC1 = {
+    "conv_feature_layers": "[(32, 10, 5), (32, 8, 4), (32, 4, 2), (32, 4, 2), (32, 4, 2), (32, 1, 1)]",
+    "conv_aggregator_layers": "[(32, 2, 1), (32, 3, 1), (32, 4, 1)]",
+    "prediction_steps": 3,
+    "num_negatives": 2,
+}
+
+
+def make_wav2vec1(out: str, layout: str = "args", seed: int = 0) -> str:
+    """A tiny fairseq ``Wav2VecModel`` (wav2vec 1.0, random weights) saved as fairseq saves it.
+
+    ``layout="args"``: the legacy layout of ``wav2vec_large.pt`` (a flat
+    ``argparse.Namespace`` with ``arch="wav2vec"`` and the old task name);
+    ``layout="cfg"``: a current fairseq ``cfg``.
+    """
+    from fairseq.dataclass.utils import merge_with_parent
+    from fairseq.models.wav2vec.wav2vec import Wav2VecConfig, Wav2VecModel
+    from omegaconf import OmegaConf
+
+    torch.manual_seed(seed)
+    fields = dict(TINY_WAV2VEC1, infonce=False)
+    cfg = merge_with_parent(Wav2VecConfig(), OmegaConf.create(fields))
+    model = Wav2VecModel(cfg)
+    if layout == "args":
+        args = argparse.Namespace(
+            **fields, arch="wav2vec", task="speech_pretraining", criterion="binary_cross_entropy",
+            optimizer="adam", lr=[1e-5], sample_rate=16000, max_sample_size=150000, seed=1,
+            skip_connections_agg=True, residual_scale=0.5, log_compression=True,
+        )
+        state = {"args": args, "model": model.state_dict(), "optimizer_history": [],
+                 "extra_state": {"epoch": 1}, "last_optimizer_state": None}
+    elif layout == "cfg":
+        model_cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        model_cfg["_name"] = "wav2vec"
+        state = {"args": None, "model": model.state_dict(), "optimizer_history": [], "extra_state": {},
+                 "cfg": {"model": model_cfg, "task": {"_name": "audio_pretraining", "data": "."},
+                         "criterion": {"_name": "wav2vec", "infonce": False}}}
+    else:
+        raise ValueError(f"layout must be 'args' or 'cfg', not {layout!r}")
+    torch.save(state, out)
+    return out

@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from fairseq.modules import GradMultiply
 
 
@@ -149,3 +150,14 @@ def encode(backbone, source, padding_mask=None, masking: Optional[Masking] = Non
         x = x.masked_fill(chan_mask.to(x.device).unsqueeze(1), 0.0)
     x, layer_results = backbone.encoder(x, padding_mask=frame_padding, layer=None)
     return x, frame_padding, layer_results, time_mask
+
+
+def normalize_waveform(source: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Zero mean, unit variance per utterance over its valid samples (models pretrained with normalize)."""
+    if padding_mask is None:
+        return F.layer_norm(source, source.shape[-1:])
+    valid = (~padding_mask).to(source.dtype)
+    n = valid.sum(-1, keepdim=True).clamp(min=1.0)
+    mean = (source * valid).sum(-1, keepdim=True) / n
+    var = (((source - mean) * valid) ** 2).sum(-1, keepdim=True) / n
+    return (source - mean) / torch.sqrt(var + 1e-5) * valid

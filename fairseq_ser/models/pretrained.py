@@ -10,6 +10,8 @@ Accepted at ``model.w2v_path``:
 - this package's own checkpoints (an emotion classifier), whose backbone is
   reused.
 
+fairseq wav2vec 1.0 checkpoints (P-TAPT step 1) are read by :func:`load_wav2vec1`.
+
 Everything is turned into a :class:`PretrainedBackbone`: the full config the
 backbone was pretrained with (kept as ``w2v_args`` inside fine-tuned models so
 they load without the original file) and the backbone's weights, keyed as in
@@ -48,6 +50,8 @@ BACKBONE_PREFIXES = {
     "wav2vec_seq2seq": "encoder.w2v_model.",
     "wav2vec_classification": "w2v_encoder.w2v_model.",
     "ser_wav2vec2_classifier": "backbone.",
+    "ser_wav2vec2_ptapt": "backbone.",
+    "ser_wav2vec2_tapt": "w2v_model.",
 }
 
 
@@ -57,6 +61,9 @@ class PretrainedBackbone:
     w2v_args: DictConfig  # full config of the wav2vec 2.0 pretraining run (model, task, ...)
     weights: Dict[str, torch.Tensor]  # Wav2Vec2Model state dict, pretraining modules included if present
     source_model: str  # the ``_name`` of the model stored in the checkpoint
+    # criterion config of the self-supervised pretraining run (loss weights, infonce),
+    # None when the checkpoint does not record it
+    criterion: Optional[DictConfig] = None
 
     @property
     def has_pretraining_modules(self) -> bool:
@@ -153,11 +160,17 @@ def load_backbone(path: str) -> PretrainedBackbone:
     weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
     if not weights:
         raise CheckpointError(f"{path}: no weights under {prefix!r} in this {name!r} checkpoint")
+    criterion = w2v_args.get("criterion", None)
+    if criterion is not None:
+        # detached copy: the node is removed from w2v_args just below
+        criterion = OmegaConf.create(OmegaConf.to_container(criterion, resolve=True))
     with open_dict(w2v_args):
-        # the training objective of the pretraining run has no meaning downstream
+        # the training objective of the pretraining run has no meaning for fine-tuning;
+        # it is kept apart for continued pretraining (TAPT)
         w2v_args.criterion = None
         w2v_args.lr_scheduler = None
-    return PretrainedBackbone(path=path, w2v_args=w2v_args, weights=weights, source_model=name)
+    return PretrainedBackbone(path=path, w2v_args=w2v_args, weights=weights, source_model=name,
+                              criterion=criterion)
 
 
 def build_wav2vec2(w2v_args: DictConfig, overrides: Optional[Dict[str, Any]] = None):
@@ -199,6 +212,57 @@ def load_backbone_weights(model, weights: Dict[str, torch.Tensor], path: str, ke
         raise CheckpointError(f"{path}: weight {k} has shape {tuple(weights[k].shape)}, "
                               f"the model expects {tuple(expected[k].shape)}")
     model.load_state_dict(weights, strict=True)
+
+
+# model names of fairseq wav2vec 1.0 ("audio_cpc": its name before fairseq 0.9)
+WAV2VEC1_MODELS = ("wav2vec", "audio_cpc")
+
+
+@dataclass
+class PretrainedWav2Vec1:
+    path: str
+    w2v_args: DictConfig  # {"model": Wav2VecConfig fields with _name "wav2vec", "task": {...}}
+    weights: Dict[str, torch.Tensor]  # fairseq Wav2VecModel state dict
+
+
+def stored_model_name(state: Dict[str, Any], path: str) -> Optional[str]:
+    """Name of the model a checkpoint read by :func:`read_checkpoint` holds, without converting legacy args."""
+    if state.get("cfg") is not None:
+        return model_name(checkpoint_config(state, path))
+    args = state.get("args")
+    if isinstance(args, argparse.Namespace):
+        return getattr(args, "arch", None)
+    raise CheckpointError(f"{path}: checkpoint has neither 'cfg' nor 'args'; cannot tell what model it holds")
+
+
+def load_wav2vec1(path: str, state: Optional[Dict[str, Any]] = None) -> PretrainedWav2Vec1:
+    """Config and weights of a fairseq wav2vec 1.0 checkpoint (``wav2vec_large.pt``: legacy ``args``; or ``cfg``).
+
+    Only the model's own fields are kept (legacy ``args`` mix every option of
+    the run, and old ones name tasks fairseq no longer registers).
+    ``state``: the checkpoint already read by :func:`read_checkpoint`.
+    """
+    import dataclasses
+
+    from fairseq.models.wav2vec.wav2vec import Wav2VecConfig
+
+    state = read_checkpoint(path) if state is None else state
+    name = stored_model_name(state, path)
+    if name not in WAV2VEC1_MODELS:
+        raise CheckpointError(f"{path}: holds a {name!r} model, not a fairseq wav2vec 1.0 model (arch 'wav2vec')")
+    if state.get("cfg") is not None:
+        stored = OmegaConf.to_container(checkpoint_config(state, path).model, resolve=False)
+    else:
+        stored = vars(state["args"])
+    fields = {f.name: stored[f.name] for f in dataclasses.fields(Wav2VecConfig)
+              if f.name in stored and f.name != "infonce"}
+    # infonce only shapes the contrastive loss, which is not used downstream
+    fields.update(_name="wav2vec", infonce=False)
+    if isinstance(fields.get("vq_temp"), tuple):
+        fields["vq_temp"] = list(fields["vq_temp"])
+    w2v_args = OmegaConf.create({"model": fields,
+                                 "task": {"_name": "audio_pretraining", "normalize": False, "sample_rate": 16000}})
+    return PretrainedWav2Vec1(path=path, w2v_args=w2v_args, weights=dict(state["model"]))
 
 
 def _preview(keys, n=5):

@@ -13,7 +13,7 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import MISSING, open_dict
 
 from ..errors import CheckpointError
-from .masked_encoder import Masking, encode
+from .masked_encoder import Masking, encode, normalize_waveform
 from .pooling import build_pooling
 from .pretrained import build_wav2vec2, load_backbone, load_backbone_weights
 
@@ -176,14 +176,3 @@ class SerWav2Vec2Classifier(BaseFairseqModel):
 
     def get_logits(self, net_output):
         return net_output
-
-
-def normalize_waveform(source: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Zero mean, unit variance per utterance over its valid samples (models pretrained with normalize)."""
-    if padding_mask is None:
-        return F.layer_norm(source, source.shape[-1:])
-    valid = (~padding_mask).to(source.dtype)
-    n = valid.sum(-1, keepdim=True).clamp(min=1.0)
-    mean = (source * valid).sum(-1, keepdim=True) / n
-    var = (((source - mean) * valid) ** 2).sum(-1, keepdim=True) / n
-    return (source - mean) / torch.sqrt(var + 1e-5) * valid

@@ -7,10 +7,11 @@ from typing import List, Optional
 import torch
 from fairseq.tasks import register_task
 from fairseq.tasks.audio_pretraining import AudioPretrainingConfig, AudioPretrainingTask
-from omegaconf import II, open_dict
+from omegaconf import II
 
 from ..data.classification_dataset import EmotionLabelDataset, SerAudioDataset
 from ..data.manifest import dict_path, label_counts, load_split, manifest_path, read_label_dict
+from .persist import copy_built_fields
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +106,7 @@ class SerClassificationTask(AudioPretrainingTask):
 
     def build_model(self, model_cfg, from_checkpoint=False):
         model = super().build_model(model_cfg, from_checkpoint)
-        # fairseq builds the model from a merged copy of model_cfg and saves the
-        # original in checkpoints: copy back what build_model filled in
-        # (the parent class does it for w2v_args)
-        if getattr(model, "cfg", None) is not None and "class_names" in model.cfg:
-            with open_dict(model_cfg):
-                model_cfg.class_names = model.cfg.class_names
+        copy_built_fields(model_cfg, model, ["w2v_args", "class_names"])
         return model
 
     def max_positions(self):

@@ -1,0 +1,107 @@
+"""``ser_wav2vec2_ptapt``: wav2vec 2.0 trained to predict frame pseudo-labels at masked frames."""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+import torch.nn as nn
+from fairseq.dataclass import FairseqDataclass
+from fairseq.models import BaseFairseqModel, register_model
+from omegaconf import MISSING, open_dict
+
+from ..errors import CheckpointError
+from .masked_encoder import Masking, encode, normalize_waveform
+from .pretrained import build_wav2vec2, load_backbone, load_backbone_weights
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SerWav2Vec2PtaptConfig(FairseqDataclass):
+    w2v_path: str = field(
+        default=MISSING,
+        metadata={"help": "wav2vec 2.0 checkpoint to start from (any layout V-FT accepts)"},
+    )
+    w2v_args: Any = field(
+        default=None, metadata={"help": "backbone config; filled from w2v_path and stored"}
+    )
+    cluster_sizes: Optional[List[int]] = field(
+        default=None, metadata={"help": "clusters per label set; filled from the task and stored"}
+    )
+    head_dim: int = field(default=256, metadata={"help": "hidden size of each prediction head"})
+    mask_prob: float = field(
+        default=0.06,
+        metadata={"help": "an utterance of n frames gets mask_prob * n / mask_length masked "
+                  "spans (at least 2); the loss is computed at masked frames only"},
+    )
+    mask_length: int = field(default=15, metadata={"help": "mask span in frames"})
+    freeze_feature_projection: bool = field(
+        default=True, metadata={"help": "keep the feature projection after the CNN frozen"}
+    )
+    dropout: float = field(default=0.1, metadata={"help": "dropout in the Transformer"})
+    attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
+    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
+    dropout_input: float = field(default=0.1, metadata={"help": "dropout on the projected features"})
+    layerdrop: float = field(default=0.1, metadata={"help": "probability of dropping a Transformer layer"})
+
+
+class ClusterHead(nn.Sequential):
+    """Linear -> tanh -> Linear to the cluster ids of one granularity."""
+
+    def __init__(self, dim, hidden, num_clusters):
+        super().__init__(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, num_clusters))
+
+
+@register_model("ser_wav2vec2_ptapt", dataclass=SerWav2Vec2PtaptConfig)
+class SerWav2Vec2Ptapt(BaseFairseqModel):
+    def __init__(self, cfg: SerWav2Vec2PtaptConfig, backbone, cluster_sizes: List[int], normalize_input=False):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.normalize_input = normalize_input
+        dim = backbone.cfg.encoder_embed_dim
+        self.heads = nn.ModuleList(ClusterHead(dim, cfg.head_dim, k) for k in cluster_sizes)
+        self.masking = Masking(prob=cfg.mask_prob, span=cfg.mask_length, min_masks=2)
+        backbone.feature_extractor.requires_grad_(False)
+        if cfg.freeze_feature_projection:
+            backbone.layer_norm.requires_grad_(False)
+            if backbone.post_extract_proj is not None:
+                backbone.post_extract_proj.requires_grad_(False)
+
+    @classmethod
+    def build_model(cls, cfg: SerWav2Vec2PtaptConfig, task):
+        sizes = list(task.cluster_sizes)
+        if cfg.cluster_sizes is not None and list(cfg.cluster_sizes) != sizes:
+            raise CheckpointError(f"the model predicts {list(cfg.cluster_sizes)} clusters per label "
+                                  f"set but the task's dictionaries have {sizes}")
+        pretrained = None
+        if cfg.w2v_args is None:
+            pretrained = load_backbone(cfg.w2v_path)
+            with open_dict(cfg):
+                cfg.w2v_args = pretrained.w2v_args
+        with open_dict(cfg):
+            cfg.cluster_sizes = sizes
+        overrides = {
+            "dropout": cfg.dropout,
+            "attention_dropout": cfg.attention_dropout,
+            "activation_dropout": cfg.activation_dropout,
+            "dropout_input": cfg.dropout_input,
+            "encoder_layerdrop": cfg.layerdrop,
+            "feature_grad_mult": 0.0,
+            "mask_prob": 0.0,
+            "mask_channel_prob": 0.0,
+        }
+        backbone = build_wav2vec2(cfg.w2v_args, overrides)
+        if pretrained is not None:
+            load_backbone_weights(backbone, pretrained.weights, cfg.w2v_path, keep_pretraining_modules=False)
+            logger.info("P-TAPT backbone from %s (%s checkpoint)", cfg.w2v_path, pretrained.source_model)
+        else:
+            backbone.remove_pretraining_modules()
+        return cls(cfg, backbone, sizes, normalize_input=bool(cfg.w2v_args.task.get("normalize", False)))
+
+    def forward(self, source, padding_mask=None, **kwargs):
+        if self.normalize_input:
+            source = normalize_waveform(source, padding_mask)
+        # masked also in validation: the objective is only defined at masked frames
+        x, frame_padding, _, time_mask = encode(self.backbone, source, padding_mask, self.masking)
+        return {"logits": [head(x) for head in self.heads], "mask": time_mask, "padding_mask": frame_padding}

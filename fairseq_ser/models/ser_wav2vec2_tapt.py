@@ -1,0 +1,134 @@
+"""``ser_wav2vec2_tapt``: a pretrained wav2vec 2.0 whose self-supervised pretraining continues (TAPT).
+
+The model is rebuilt from the checkpoint's own config, so the user does not
+restate the architecture; only dropouts, masking and the quantizer's
+temperature schedule can be overridden. The whole pretraining model loads,
+quantizer and projection heads included, and any missing or mis-shaped weight
+is an error. Forward, logits, targets and extra losses are the wrapped
+fairseq ``Wav2Vec2Model``'s, so fairseq's ``wav2vec`` criterion (and
+``ser_wav2vec_tapt``) trains it unchanged.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Optional, Tuple
+
+from fairseq.dataclass import FairseqDataclass
+from fairseq.models import BaseFairseqModel, register_model
+from omegaconf import MISSING, open_dict
+
+from ..errors import CheckpointError
+from .pretrained import build_wav2vec2, load_backbone, load_backbone_weights
+
+logger = logging.getLogger(__name__)
+
+_KEEP = "; unset (null) keeps the checkpoint's value"
+
+
+@dataclass
+class SerWav2Vec2TaptConfig(FairseqDataclass):
+    w2v_path: str = field(
+        default=MISSING,
+        metadata={"help": "wav2vec 2.0 pretraining checkpoint to continue: fairseq (cfg or "
+                  "legacy args layout) or a TAPT checkpoint of this package; it must hold "
+                  "the quantizer and projection heads (fine-tuned checkpoints do not)"},
+    )
+    w2v_args: Any = field(
+        default=None,
+        metadata={"help": "config of the pretrained model (with the overrides below applied "
+                  "and its pretraining criterion); filled from w2v_path at build time and "
+                  "stored in the checkpoint so it loads on its own"},
+    )
+    dropout: Optional[float] = field(default=None, metadata={"help": "dropout in the Transformer" + _KEEP})
+    attention_dropout: Optional[float] = field(
+        default=None, metadata={"help": "dropout on attention weights" + _KEEP})
+    activation_dropout: Optional[float] = field(
+        default=None, metadata={"help": "dropout after the FFN activation" + _KEEP})
+    dropout_input: Optional[float] = field(
+        default=None, metadata={"help": "dropout on the projected features" + _KEEP})
+    dropout_features: Optional[float] = field(
+        default=None, metadata={"help": "dropout on the unmasked features (quantizer input)" + _KEEP})
+    encoder_layerdrop: Optional[float] = field(
+        default=None, metadata={"help": "probability of dropping a Transformer layer" + _KEEP})
+    feature_grad_mult: Optional[float] = field(
+        default=None, metadata={"help": "gradient scale for the CNN feature encoder (0 freezes it)" + _KEEP})
+    mask_prob: Optional[float] = field(
+        default=None, metadata={"help": "probability of a frame starting a masked span" + _KEEP})
+    mask_length: Optional[int] = field(default=None, metadata={"help": "masked span length in frames" + _KEEP})
+    mask_channel_prob: Optional[float] = field(
+        default=None, metadata={"help": "channel masking probability (wav2vec 2.0 pretrains with 0)" + _KEEP})
+    mask_channel_length: Optional[int] = field(
+        default=None, metadata={"help": "channel mask span" + _KEEP})
+    latent_temp: Optional[Tuple[float, float, float]] = field(
+        default=None,
+        metadata={"help": "Gumbel temperature of the quantizer (start, end, decay per update), "
+                  "counted from update 0 of this run" + _KEEP},
+    )
+
+
+OVERRIDABLE = ("dropout", "attention_dropout", "activation_dropout", "dropout_input", "dropout_features",
+               "encoder_layerdrop", "feature_grad_mult", "mask_prob", "mask_length", "mask_channel_prob",
+               "mask_channel_length", "latent_temp")
+
+
+@register_model("ser_wav2vec2_tapt", dataclass=SerWav2Vec2TaptConfig)
+class SerWav2Vec2Tapt(BaseFairseqModel):
+    def __init__(self, cfg: SerWav2Vec2TaptConfig, w2v_model):
+        super().__init__()
+        self.cfg = cfg
+        self.w2v_model = w2v_model
+
+    @classmethod
+    def build_model(cls, cfg: SerWav2Vec2TaptConfig, task):
+        pretrained = None
+        if cfg.w2v_args is None:
+            pretrained = load_backbone(cfg.w2v_path)
+            if "final_proj.weight" not in pretrained.weights:
+                raise CheckpointError(
+                    f"{cfg.w2v_path}: this {pretrained.source_model!r} checkpoint has no pretraining "
+                    "heads (quantizer, project_q, final_proj); TAPT continues wav2vec 2.0 "
+                    "pretraining and needs a pretraining checkpoint")
+            w2v_args = pretrained.w2v_args
+            with open_dict(w2v_args):
+                # kept so that a TAPT checkpoint still tells the criterion its loss weights
+                w2v_args.criterion = pretrained.criterion
+                for key in OVERRIDABLE:
+                    value = getattr(cfg, key, None)
+                    if value is not None:
+                        w2v_args.model[key] = value
+            with open_dict(cfg):
+                cfg.w2v_args = w2v_args
+        check_normalize(cfg, task)
+        w2v_model = build_wav2vec2(cfg.w2v_args)
+        if pretrained is not None:
+            load_backbone_weights(w2v_model, pretrained.weights, cfg.w2v_path, keep_pretraining_modules=True)
+            logger.info("continuing wav2vec 2.0 pretraining from %s (%s checkpoint)",
+                        cfg.w2v_path, pretrained.source_model)
+        return cls(cfg, w2v_model)
+
+    def forward(self, **kwargs):
+        return self.w2v_model(**kwargs)
+
+    def get_logits(self, net_output):
+        return self.w2v_model.get_logits(net_output)
+
+    def get_targets(self, sample, net_output, expand_steps=True):
+        return self.w2v_model.get_targets(sample, net_output, expand_steps)
+
+    def get_extra_losses(self, net_output):
+        return self.w2v_model.get_extra_losses(net_output)
+
+    def set_num_updates(self, num_updates):
+        # the wrapped model forwards it to the quantizer (temperature schedule)
+        self.w2v_model.set_num_updates(num_updates)
+
+
+def check_normalize(cfg: SerWav2Vec2TaptConfig, task) -> None:
+    """The audio must be normalised the way the checkpoint was pretrained."""
+    pretrained = bool(cfg.w2v_args.task.get("normalize", False))
+    current = getattr(task.cfg, "normalize", None) if task is not None else None
+    if current is not None and bool(current) != pretrained:
+        raise CheckpointError(
+            f"{cfg.w2v_path}: was pretrained with task.normalize={str(pretrained).lower()} but this "
+            f"run has task.normalize={str(bool(current)).lower()}; set "
+            f"task.normalize={str(pretrained).lower()}")

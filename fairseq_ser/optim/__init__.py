@@ -1,0 +1,3 @@
+"""Registered learning-rate schedulers."""
+
+from . import ser_warmup_hold_linear  # noqa: F401

@@ -1,0 +1,121 @@
+"""P-TAPT step 3: frame-label dataset, training through the real command, V-FT from its checkpoint."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CPU_VFT, run_command
+from fairseq_ser.data.frame_label_dataset import FrameLabelDataset, cnn_frames, read_frame_labels
+from fairseq_ser.data.manifest import Manifest, read_manifest
+from fairseq_ser.errors import DataError
+
+
+def write_random_labels(fold, out, sizes=(4, 8), seed=0):
+    """Label files of the right shape for every split of ``fold`` (stand-ins for k-means ids)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for k in sizes:
+        for split in ("train", "valid", "test"):
+            manifest = read_manifest(str(fold / f"{split}.tsv"))
+            lines = [" ".join(map(str, rng.integers(0, k, cnn_frames(n)))) for _, n in manifest.entries]
+            (out / f"{split}.km{k}").write_text("\n".join(lines) + "\n")
+        (out / f"dict.km{k}.txt").write_text("".join(f"{i} 1\n" for i in range(k)))
+    return out
+
+
+def test_cnn_frames_matches_the_model(pretrained_ckpt):
+    import fairseq_ser
+    from fairseq_ser.models.pretrained import build_wav2vec2, load_backbone
+
+    fairseq_ser.register()
+    model = build_wav2vec2(load_backbone(str(pretrained_ckpt)).w2v_args)
+    for n in (400, 719, 720, 16000, 16319, 16320, 48123):
+        assert cnn_frames(n) == int(model._get_feat_extract_output_lengths(torch.tensor(n))), n
+        assert cnn_frames(n) == model.feature_extractor(torch.zeros(1, n)).shape[-1], n
+    assert cnn_frames(399) == 0
+
+
+def test_crop_cuts_audio_and_labels_at_the_same_frame(tmp_path):
+    # each sample's value is the index of the frame starting at it, so the
+    # label that belongs with a frame can be read back from the audio
+    import soundfile as sf
+
+    n = 16000 * 3 + 123
+    wav = (np.arange(n) // 320).astype(np.float32) / 1000.0
+    path = tmp_path / "ramp.wav"
+    sf.write(path, wav, 16000, subtype="FLOAT")
+    frames = cnn_frames(n)
+    manifest = Manifest(path=str(tmp_path / "x.tsv"), root=str(tmp_path), entries=[("ramp.wav", n)])
+    labels = [[np.arange(frames, dtype=np.int16)], ]
+    dataset = FrameLabelDataset(manifest, labels, max_sample_size=16000)
+    for _ in range(20):
+        batch = dataset.collater([dataset[0]])
+        source, target = batch["net_input"]["source"][0], batch["target_list"][0][0]
+        assert len(target) == cnn_frames(16000) == cnn_frames(len(source))
+        first = int(round(source[0].item() * 1000))
+        assert target[0].item() == first
+        for i in (0, 7, len(target) - 1):
+            assert target[i].item() == int(round(source[i * 320].item() * 1000))
+
+
+def test_label_file_checks(tmp_path):
+    path = tmp_path / "train.km4"
+    path.write_text("0 1 2\n3 3\n")
+    with pytest.raises(DataError, match="has 2 lines but the manifest lists 3"):
+        read_frame_labels(str(path), [1360, 1040, 1040], 4)
+    with pytest.raises(DataError, match=r"train\.km4:1: 3 labels for an utterance of 1040 samples \(3 frames\)|"
+                                        r"train\.km4:2: 2 labels for an utterance of 1360 samples"):
+        read_frame_labels(str(path), [1040, 1360], 4)
+    path.write_text("0 1 9\n")
+    with pytest.raises(DataError, match=r"train\.km4:1: cluster id outside 0..3"):
+        read_frame_labels(str(path), [1040], 4)
+
+
+def test_ptapt_then_vft_through_the_commands(pretrained_ckpt, synth_folds, tmp_path):
+    fold = synth_folds / "fold1"
+    labels = write_random_labels(fold, tmp_path / "labels")
+    save = tmp_path / "ptapt"
+    proc = run_command([
+        "fairseq-hydra-train", "--config-dir", "config", "--config-name", "ptapt",
+        f"task.data={fold}", f"task.label_dir={labels}", "task.cluster_labels=[km4,km8]",
+        f"model.w2v_path={pretrained_ckpt}", f"checkpoint.save_dir={save}",
+        "common.cpu=true", "common.fp16=false", "common.log_interval=1", "dataset.num_workers=0",
+        "dataset.max_tokens=160000", "optimization.max_update=4", "dataset.validate_interval_updates=2",
+    ])
+    log = proc.stdout + proc.stderr
+    assert "acc_km4" in log and "acc_km8" in log and "masked_frames" in log
+    state = torch.load(save / "checkpoint_last.pt", weights_only=True)
+    assert state["cfg"]["model"]["cluster_sizes"] == [4, 8]
+    assert state["cfg"]["model"]["w2v_args"]["model"]["_name"] == "wav2vec2"
+    assert state["model"]["heads.1.2.weight"].shape == (8, 256)
+
+    vft = tmp_path / "vft"
+    run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "vft",
+                 f"task.data={fold}", f"model.w2v_path={save / 'checkpoint_last.pt'}",
+                 f"checkpoint.save_dir={vft}", *CPU_VFT])
+    clf = torch.load(vft / "checkpoint_best.pt", weights_only=True)
+    assert not any(k.startswith("heads.") for k in clf["model"])
+
+    # V-FT starts from the P-TAPT weights, not from the original checkpoint's
+    from test_model import build_classifier, make_task
+
+    model = build_classifier(make_task(fold), save / "checkpoint_last.pt")
+    key = "encoder.layers.0.fc1.weight"
+    original = torch.load(pretrained_ckpt, weights_only=True)["model"][key]
+    assert torch.equal(model.backbone.state_dict()[key], state["model"]["backbone." + key])
+    assert not torch.equal(state["model"]["backbone." + key], original)
+
+
+def test_labels_from_another_manifest_are_rejected(pretrained_ckpt, synth_folds, tmp_path):
+    labels = write_random_labels(synth_folds / "fold2", tmp_path / "labels")
+    proc = run_command([
+        "fairseq-hydra-train", "--config-dir", "config", "--config-name", "ptapt",
+        f"task.data={synth_folds / 'fold1'}", f"task.label_dir={labels}", "task.cluster_labels=[km4]",
+        f"model.w2v_path={pretrained_ckpt}", f"checkpoint.save_dir={tmp_path / 'out'}",
+        "common.cpu=true", "common.fp16=false", "optimization.max_update=1",
+    ], expect_ok=False)
+    assert proc.returncode != 0
+    # fairseq loads the valid split first; whichever is read first is named
+    assert re.search(r"(train|valid)\.km4(:\d+)?: .*(lines but the manifest lists|do not match)", proc.stderr)

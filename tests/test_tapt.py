@@ -1,0 +1,197 @@
+"""TAPT through the real commands (cfg and legacy checkpoints), then V-FT and evaluation from its checkpoint."""
+
+import argparse
+import json
+import shutil
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import fairseq_ser
+from fairseq_ser.errors import CheckpointError
+from fairseq_ser.models.pretrained import load_backbone
+
+from conftest import CPU_VFT, run_command
+
+fairseq_ser.register()
+
+# Overrides that make config/tapt.yaml run in seconds on a CPU.
+CPU_TAPT = [
+    "common.cpu=true",
+    "common.fp16=false",
+    "common.log_interval=1",
+    "dataset.num_workers=0",
+    "dataset.batch_size=8",
+    "dataset.max_tokens=200000",
+    "optimization.update_freq=[1]",
+    "optimization.max_update=4",
+    "lr_scheduler.warmup_updates=1",
+    "task.min_sample_size=4000",  # the synthetic clips are 0.8 to 1.6 s
+]
+PRETRAINING_HEADS = ("quantizer.vars", "quantizer.weight_proj.weight", "project_q.weight", "final_proj.weight")
+
+
+def train_tapt(data_dir, w2v_path, save_dir, extra=(), expect_ok=True):
+    return run_command(
+        ["fairseq-hydra-train", "--config-dir", "config", "--config-name", "tapt",
+         f"task.data={data_dir}", f"model.w2v_path={w2v_path}", f"checkpoint.save_dir={save_dir}",
+         *CPU_TAPT, *extra],
+        expect_ok=expect_ok)
+
+
+@pytest.fixture(scope="module")
+def tapt_run(pretrained_ckpt, synth_folds, tmp_path_factory):
+    """TAPT from a private copy of the cfg checkpoint (deleted afterwards), CNN encoder frozen."""
+    work = tmp_path_factory.mktemp("tapt")
+    w2v = work / "w2v.pt"
+    shutil.copy(pretrained_ckpt, w2v)
+    save = work / "tapt"
+    proc = train_tapt(synth_folds / "fold1", w2v, save,
+                      extra=["model.feature_grad_mult=0.0", "model.dropout=0.05"])
+    w2v.unlink()
+    return save / "checkpoint_last.pt", proc.stdout + proc.stderr
+
+
+def make_task(data_dir, **overrides):
+    from fairseq.dataclass.utils import merge_with_parent
+    from fairseq.tasks.audio_pretraining import AudioPretrainingConfig, AudioPretrainingTask
+
+    cfg = OmegaConf.create({"data": str(data_dir), "tpu": False, "seed": 1, **overrides})
+    return AudioPretrainingTask.setup_task(merge_with_parent(AudioPretrainingConfig(), cfg))
+
+
+def build_tapt(task, w2v_path, **overrides):
+    from fairseq.dataclass.utils import merge_with_parent
+
+    from fairseq_ser.models.ser_wav2vec2_tapt import SerWav2Vec2Tapt, SerWav2Vec2TaptConfig
+
+    cfg = merge_with_parent(SerWav2Vec2TaptConfig(), OmegaConf.create({"w2v_path": str(w2v_path), **overrides}))
+    return SerWav2Vec2Tapt.build_model(cfg, task)
+
+
+def build_criterion(task, w2v_path, **settings):
+    from fairseq.dataclass.utils import merge_with_parent
+
+    from fairseq_ser.criterions.ser_wav2vec_tapt import (SerWav2VecTaptCriterion,
+                                                         SerWav2VecTaptCriterionConfig)
+
+    cfg = merge_with_parent(SerWav2VecTaptCriterionConfig(),
+                            OmegaConf.create({"w2v_path": str(w2v_path), **settings}))
+    return SerWav2VecTaptCriterion.build_criterion(cfg, task)
+
+
+def legacy_with_criterion(legacy_ckpt, out, loss_weights):
+    """The legacy checkpoint with the criterion options wav2vec_small.pt's ``args`` record."""
+    state = torch.load(legacy_ckpt, map_location="cpu", weights_only=False)
+    args = vars(state["args"])
+    args.update(infonce=True, loss_weights=loss_weights, log_keys=["prob_perplexity", "temp"])
+    state["args"] = argparse.Namespace(**args)
+    torch.save(state, out)
+    return out
+
+
+def test_tapt_checkpoint_holds_every_pretraining_weight(tapt_run, pretrained_ckpt):
+    ckpt, log = tapt_run
+    assert "TAPT loss: infonce=True loss_weights=[0.1, 10.0]" in log
+    assert "prob_perplexity" in log and "valid on 'valid' subset" in log
+    state = torch.load(ckpt, weights_only=True)
+    assert state["cfg"]["model"]["_name"] == "ser_wav2vec2_tapt"
+    w2v_args = state["cfg"]["model"]["w2v_args"]
+    assert w2v_args["model"]["_name"] == "wav2vec2" and w2v_args["model"]["dropout"] == 0.05
+    assert w2v_args["criterion"]["loss_weights"] == [0.1, 10.0]
+    assert state["optimizer_history"][-1]["num_updates"] == 4
+    # fairseq loads it on its own: the copy of the original checkpoint is gone
+    from fairseq import checkpoint_utils
+
+    (model,), _, _ = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)])
+    assert model.w2v_model.quantizer is not None and model.w2v_model.cfg.dropout == 0.05
+
+    start = torch.load(pretrained_ckpt, weights_only=True)["model"]
+    tapt = {k[len("w2v_model."):]: v for k, v in state["model"].items()}
+    assert set(tapt) == set(start)
+    for key in PRETRAINING_HEADS:
+        assert key in tapt
+    for key, value in start.items():
+        changed = not torch.equal(value, tapt[key])
+        # model.feature_grad_mult=0 froze the CNN encoder; everything else was trained
+        assert changed != key.startswith("feature_extractor."), key
+
+
+def test_tapt_from_legacy_checkpoint(legacy_ckpt, synth_folds, tmp_path):
+    save = tmp_path / "tapt_legacy"
+    proc = train_tapt(synth_folds / "fold2", legacy_ckpt, save, extra=["criterion.loss_weights=[0.2,5]"])
+    assert "TAPT loss: infonce=True loss_weights=[0.2, 5.0]" in proc.stdout + proc.stderr
+    tapt = load_backbone(str(save / "checkpoint_last.pt"))
+    assert tapt.source_model == "ser_wav2vec2_tapt" and tapt.has_pretraining_modules
+    start = load_backbone(str(legacy_ckpt)).weights
+    assert not torch.equal(tapt.weights["final_proj.weight"], start["final_proj.weight"])
+    assert not torch.equal(tapt.weights["quantizer.vars"], start["quantizer.vars"])
+
+
+def test_vft_from_tapt_checkpoint_then_evaluate(tapt_run, synth_folds, tmp_path):
+    ckpt, _ = tapt_run
+    fold = synth_folds / "fold1"
+    save = tmp_path / "vft"
+    run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "vft",
+                 f"task.data={fold}", f"model.w2v_path={ckpt}", f"checkpoint.save_dir={save}", *CPU_VFT])
+    state = torch.load(save / "checkpoint_best.pt", weights_only=True)
+    assert not any(k.startswith(("backbone.quantizer.", "backbone.final_proj.")) for k in state["model"])
+    tapt = torch.load(ckpt, weights_only=True)["model"]
+    key = "feature_extractor.conv_layers.0.0.weight"  # frozen in V-FT: still the TAPT weight
+    assert torch.equal(state["model"]["backbone." + key], tapt["w2v_model." + key])
+    results = tmp_path / "eval"
+    proc = run_command(["fairseq-ser", "evaluate", fold, "--path", save / "checkpoint_best.pt",
+                        "--gen-subset", "test", "--results-path", results])
+    assert "UA" in proc.stdout
+    n_test = len((fold / "test.tsv").read_text().splitlines()) - 1
+    assert json.loads((results / "metrics.json").read_text())["num_utterances"] == n_test
+
+
+def test_loss_weights_default_to_the_checkpoints(pretrained_ckpt, legacy_ckpt, tapt_run, synth_folds, tmp_path):
+    task = make_task(synth_folds / "fold1")
+    crit = build_criterion(task, pretrained_ckpt)
+    assert (crit.infonce, crit.loss_weights) == (True, [0.1, 10.0])
+    assert crit.log_keys == ["prob_perplexity", "code_perplexity", "temp"]
+    # a legacy file records them in its args namespace
+    legacy = legacy_with_criterion(legacy_ckpt, tmp_path / "legacy.pt", [0.5, 2.0])
+    crit = build_criterion(task, legacy)
+    assert (crit.infonce, crit.loss_weights, crit.log_keys) == (True, [0.5, 2.0], ["prob_perplexity", "temp"])
+    # explicit values win; unset ones still come from the checkpoint
+    crit = build_criterion(task, legacy, loss_weights=[1.0, 0.0])
+    assert crit.loss_weights == [1.0, 0.0] and crit.log_keys == ["prob_perplexity", "temp"]
+    # a TAPT checkpoint passes on the weights of the original pretraining
+    assert build_criterion(task, tapt_run[0]).loss_weights == [0.1, 10.0]
+
+
+def test_tapt_model_continues_from_the_checkpoint(pretrained_ckpt, synth_folds):
+    task = make_task(synth_folds / "fold1")
+    model = build_tapt(task, pretrained_ckpt, mask_prob=0.5)
+    start = load_backbone(str(pretrained_ckpt))
+    assert model.w2v_model.cfg.mask_prob == 0.5
+    assert model.w2v_model.cfg.encoder_embed_dim == start.w2v_args.model.encoder_embed_dim
+    for key, value in model.w2v_model.state_dict().items():
+        assert torch.equal(value, start.weights[key]), key
+    model.set_num_updates(1000)
+    assert model.w2v_model.quantizer.curr_temp < model.w2v_model.quantizer.max_temp
+    model = build_tapt(task, pretrained_ckpt, latent_temp=[0.7, 0.5, 0.999])
+    assert model.w2v_model.quantizer.curr_temp == 0.7
+
+
+def test_bad_checkpoints_are_rejected(pretrained_ckpt, ctc_ckpt, synth_folds, tmp_path):
+    task = make_task(synth_folds / "fold1")
+    state = torch.load(pretrained_ckpt, weights_only=True)
+    missing = tmp_path / "missing.pt"
+    torch.save({**state, "model": {k: v for k, v in state["model"].items() if k != "project_q.weight"}}, missing)
+    with pytest.raises(CheckpointError, match="missing.pt: .*missing project_q.weight"):
+        build_tapt(task, missing)
+    shaped = tmp_path / "shaped.pt"
+    weights = dict(state["model"])
+    weights["quantizer.vars"] = weights["quantizer.vars"][:, :-1]
+    torch.save({**state, "model": weights}, shaped)
+    with pytest.raises(CheckpointError, match="shaped.pt: weight quantizer.vars has shape"):
+        build_tapt(task, shaped)
+    with pytest.raises(CheckpointError, match="w2v_ctc.pt: .*no pretraining heads"):
+        build_tapt(task, ctc_ckpt)
+    with pytest.raises(CheckpointError, match="pretrained with task.normalize=false .* set task.normalize=false"):
+        build_tapt(make_task(synth_folds / "fold1", normalize=True), pretrained_ckpt)
