@@ -42,7 +42,7 @@ def make_iemocap(root, missing_wav=("Ses05F_impro01_M005",)):
                 utt = f"{dialog}_{'FM'[i % 2]}{i:03d}"
                 start = 1.5 * i
                 lines.append(f"[{start:.4f} - {start + 1.2:.4f}]\t{utt}\t{label}\t[2.5000, 3.0000, 2.5000]\n")
-                lines.append(f"C-E1:\tNeutral;\t()\nC-E3:\tFrustration;\t()\nA-E1:\tval 3; act 2; dom  2;\t()\n\n")
+                lines.append("C-E1:\tNeutral;\t()\nC-E3:\tFrustration;\t()\nA-E1:\tval 3; act 2; dom  2;\t()\n\n")
                 if utt not in missing_wav:
                     tone(os.path.join(root, f"Session{n}", "sentences", "wav", dialog, utt + ".wav"), seed=i)
             with open(os.path.join(emo_dir, dialog + ".txt"), "w") as f:

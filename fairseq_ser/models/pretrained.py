@@ -187,6 +187,57 @@ def build_wav2vec2(w2v_args: DictConfig, overrides: Optional[Dict[str, Any]] = N
     return Wav2Vec2Model(model_cfg)
 
 
+def finetuning_overrides(cfg, layerdrop: Optional[float] = None, freeze_feature_encoder: bool = True):
+    """Backbone config fields a fine-tuning model (V-FT, P-TAPT, stage 1) replaces.
+
+    ``cfg`` holds the model's dropout fields. Masking is switched off in the
+    backbone: this package draws its own masks (see masked_encoder).
+    """
+    return {
+        "dropout": cfg.dropout,
+        "attention_dropout": cfg.attention_dropout,
+        "activation_dropout": cfg.activation_dropout,
+        "dropout_input": cfg.dropout_input,
+        "dropout_features": 0.0,
+        "encoder_layerdrop": cfg.layerdrop if layerdrop is None else layerdrop,
+        "mask_prob": 0.0,
+        "mask_channel_prob": 0.0,
+        "feature_grad_mult": 0.0 if freeze_feature_encoder else 1.0,
+    }
+
+
+def finetuning_backbone(cfg, overrides: Dict[str, Any]):
+    """The wav2vec 2.0 of a fine-tuning model's ``cfg`` (``w2v_path`` / ``w2v_args``), heads removed.
+
+    When ``cfg.w2v_args`` is unset (a new run), ``cfg.w2v_path`` is read, its
+    config stored in ``cfg.w2v_args`` and its weights loaded; otherwise (a
+    checkpoint of the fine-tuned model being loaded) the backbone is built from
+    ``cfg.w2v_args`` and its weights come with the model's own.
+    """
+    pretrained = None
+    if cfg.w2v_args is None:
+        pretrained = load_backbone(cfg.w2v_path)
+        with open_dict(cfg):
+            cfg.w2v_args = pretrained.w2v_args
+    backbone = build_wav2vec2(cfg.w2v_args, overrides)
+    if pretrained is None:
+        backbone.remove_pretraining_modules()
+    else:
+        load_backbone_weights(backbone, pretrained.weights, cfg.w2v_path, keep_pretraining_modules=False)
+        logger.info("wav2vec 2.0 backbone from %s (%s checkpoint)", cfg.w2v_path, pretrained.source_model)
+    return backbone
+
+
+def freeze_frontend(backbone, feature_encoder: bool = True, projection: bool = True) -> None:
+    """Freeze the CNN feature encoder and / or the feature projection (layer norm + linear) of a Wav2Vec2Model."""
+    if feature_encoder:
+        backbone.feature_extractor.requires_grad_(False)
+    if projection:
+        for module in (backbone.layer_norm, backbone.post_extract_proj):
+            if module is not None:
+                module.requires_grad_(False)
+
+
 def load_backbone_weights(model, weights: Dict[str, torch.Tensor], path: str, keep_pretraining_modules: bool):
     """Load ``weights`` into ``model``; any missing or mismatched weight is an error.
 

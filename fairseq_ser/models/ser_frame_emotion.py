@@ -31,8 +31,8 @@ from ..errors import CheckpointError
 from .masked_encoder import encode, frame_lengths, normalize_waveform
 from .pooling import MeanPooling
 from .pretrained import (BACKBONE_PREFIXES, WAV2VEC1_MODELS, build_wav2vec2, checkpoint_config,
-                         load_backbone, load_backbone_weights, load_wav2vec1, read_checkpoint,
-                         stored_model_name)
+                         finetuning_overrides, freeze_frontend, load_backbone, load_backbone_weights,
+                         load_wav2vec1, read_checkpoint, stored_model_name)
 
 logger = logging.getLogger(__name__)
 
@@ -173,10 +173,7 @@ class SerFrameEmotionModel(BaseFairseqModel):
             embed = backbone.cfg.encoder_embed_dim
             self.project = nn.Linear(embed, cfg.frame_dim) if cfg.frame_dim > 0 else None
             dim = cfg.frame_dim if cfg.frame_dim > 0 else embed
-            if cfg.freeze_feature_encoder:
-                for module in (backbone.feature_extractor, backbone.layer_norm, backbone.post_extract_proj):
-                    if module is not None:
-                        module.requires_grad_(False)
+            freeze_frontend(backbone, cfg.freeze_feature_encoder, cfg.freeze_feature_encoder)
         self.frame_dim = dim
         self.head_dropout = nn.Dropout(cfg.head_dropout)
         self.frame_head = nn.Linear(dim, num_classes)
@@ -206,13 +203,8 @@ class SerFrameEmotionModel(BaseFairseqModel):
             backbone = Wav2Vec1Frames(w2v, cfg.w2v_args.model.conv_feature_layers, cfg.frame_dim,
                                       cfg.freeze_feature_encoder)
         else:
-            backbone = build_wav2vec2(cfg.w2v_args, {
-                "dropout": cfg.dropout, "attention_dropout": cfg.attention_dropout,
-                "activation_dropout": cfg.activation_dropout, "dropout_input": cfg.dropout_input,
-                "dropout_features": 0.0, "encoder_layerdrop": cfg.layerdrop,
-                "mask_prob": 0.0, "mask_channel_prob": 0.0,
-                "feature_grad_mult": 0.0 if cfg.freeze_feature_encoder else 1.0,
-            })
+            backbone = build_wav2vec2(cfg.w2v_args, finetuning_overrides(
+                cfg, freeze_feature_encoder=cfg.freeze_feature_encoder))
             if pretrained is not None:
                 load_backbone_weights(backbone, pretrained.weights, cfg.w2v_path, keep_pretraining_modules=False)
             else:

@@ -15,7 +15,7 @@ from omegaconf import MISSING, open_dict
 from ..errors import CheckpointError
 from .masked_encoder import Masking, encode, normalize_waveform
 from .pooling import build_pooling
-from .pretrained import build_wav2vec2, load_backbone, load_backbone_weights
+from .pretrained import finetuning_backbone, finetuning_overrides, freeze_frontend
 
 logger = logging.getLogger(__name__)
 
@@ -83,22 +83,6 @@ class SerWav2Vec2ClassifierConfig(FairseqDataclass):
     head_dropout: float = field(default=0.0, metadata={"help": "dropout before the output layer"})
 
 
-def backbone_overrides(cfg: SerWav2Vec2ClassifierConfig):
-    """Fields of the pretraining config replaced for fine-tuning."""
-    return {
-        "dropout": cfg.dropout,
-        "attention_dropout": cfg.attention_dropout,
-        "activation_dropout": cfg.activation_dropout,
-        "dropout_input": cfg.dropout_input,
-        "dropout_features": 0.0,
-        "encoder_layerdrop": 0.0 if cfg.weighted_layer_sum else cfg.layerdrop,
-        # masking is drawn by masked_encoder, not by the backbone
-        "mask_prob": 0.0,
-        "mask_channel_prob": 0.0,
-        "feature_grad_mult": 0.0 if cfg.freeze_feature_encoder else 1.0,
-    }
-
-
 @register_model("ser_wav2vec2_classifier", dataclass=SerWav2Vec2ClassifierConfig)
 class SerWav2Vec2Classifier(BaseFairseqModel):
     def __init__(self, cfg: SerWav2Vec2ClassifierConfig, backbone, num_classes: int, normalize_input: bool):
@@ -120,12 +104,7 @@ class SerWav2Vec2Classifier(BaseFairseqModel):
         self.pooling = build_pooling(cfg.pooling, dim)
         self.head_dropout = nn.Dropout(cfg.head_dropout)
         self.output = nn.Linear(self.pooling.output_dim(dim), num_classes)
-        if cfg.freeze_feature_encoder:
-            backbone.feature_extractor.requires_grad_(False)
-        if cfg.freeze_feature_projection:
-            backbone.layer_norm.requires_grad_(False)
-            if backbone.post_extract_proj is not None:
-                backbone.post_extract_proj.requires_grad_(False)
+        freeze_frontend(backbone, cfg.freeze_feature_encoder, cfg.freeze_feature_projection)
 
     @classmethod
     def build_model(cls, cfg: SerWav2Vec2ClassifierConfig, task):
@@ -135,19 +114,12 @@ class SerWav2Vec2Classifier(BaseFairseqModel):
                 f"the model was trained on classes {list(cfg.class_names)} but the data "
                 f"dictionary lists {class_names}"
             )
-        pretrained = None
-        if cfg.w2v_args is None:
-            pretrained = load_backbone(cfg.w2v_path)
-            with open_dict(cfg):
-                cfg.w2v_args = pretrained.w2v_args
         with open_dict(cfg):
             cfg.class_names = class_names
-        backbone = build_wav2vec2(cfg.w2v_args, backbone_overrides(cfg))
-        if pretrained is not None:
-            load_backbone_weights(backbone, pretrained.weights, cfg.w2v_path, keep_pretraining_modules=False)
-            logger.info("loaded wav2vec 2.0 backbone from %s (%s checkpoint)", cfg.w2v_path, pretrained.source_model)
-        else:
-            backbone.remove_pretraining_modules()
+        # weighted_layer_sum needs every layer's output: no layerdrop
+        overrides = finetuning_overrides(cfg, layerdrop=0.0 if cfg.weighted_layer_sum else None,
+                                         freeze_feature_encoder=cfg.freeze_feature_encoder)
+        backbone = finetuning_backbone(cfg, overrides)
         normalize = bool(cfg.w2v_args.task.get("normalize", False))
         return cls(cfg, backbone, len(class_names), normalize)
 

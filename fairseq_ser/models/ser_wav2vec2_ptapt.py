@@ -11,7 +11,7 @@ from omegaconf import MISSING, open_dict
 
 from ..errors import CheckpointError
 from .masked_encoder import Masking, encode, normalize_waveform
-from .pretrained import build_wav2vec2, load_backbone, load_backbone_weights
+from .pretrained import finetuning_backbone, finetuning_overrides, freeze_frontend
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,7 @@ class SerWav2Vec2Ptapt(BaseFairseqModel):
         dim = backbone.cfg.encoder_embed_dim
         self.heads = nn.ModuleList(ClusterHead(dim, cfg.head_dim, k) for k in cluster_sizes)
         self.masking = Masking(prob=cfg.mask_prob, span=cfg.mask_length, min_masks=2)
-        backbone.feature_extractor.requires_grad_(False)
-        if cfg.freeze_feature_projection:
-            backbone.layer_norm.requires_grad_(False)
-            if backbone.post_extract_proj is not None:
-                backbone.post_extract_proj.requires_grad_(False)
+        freeze_frontend(backbone, feature_encoder=True, projection=cfg.freeze_feature_projection)
 
     @classmethod
     def build_model(cls, cfg: SerWav2Vec2PtaptConfig, task):
@@ -74,29 +70,9 @@ class SerWav2Vec2Ptapt(BaseFairseqModel):
         if cfg.cluster_sizes is not None and list(cfg.cluster_sizes) != sizes:
             raise CheckpointError(f"the model predicts {list(cfg.cluster_sizes)} clusters per label "
                                   f"set but the task's dictionaries have {sizes}")
-        pretrained = None
-        if cfg.w2v_args is None:
-            pretrained = load_backbone(cfg.w2v_path)
-            with open_dict(cfg):
-                cfg.w2v_args = pretrained.w2v_args
         with open_dict(cfg):
             cfg.cluster_sizes = sizes
-        overrides = {
-            "dropout": cfg.dropout,
-            "attention_dropout": cfg.attention_dropout,
-            "activation_dropout": cfg.activation_dropout,
-            "dropout_input": cfg.dropout_input,
-            "encoder_layerdrop": cfg.layerdrop,
-            "feature_grad_mult": 0.0,
-            "mask_prob": 0.0,
-            "mask_channel_prob": 0.0,
-        }
-        backbone = build_wav2vec2(cfg.w2v_args, overrides)
-        if pretrained is not None:
-            load_backbone_weights(backbone, pretrained.weights, cfg.w2v_path, keep_pretraining_modules=False)
-            logger.info("P-TAPT backbone from %s (%s checkpoint)", cfg.w2v_path, pretrained.source_model)
-        else:
-            backbone.remove_pretraining_modules()
+        backbone = finetuning_backbone(cfg, finetuning_overrides(cfg))
         return cls(cfg, backbone, sizes, normalize_input=bool(cfg.w2v_args.task.get("normalize", False)))
 
     def forward(self, source, padding_mask=None, **kwargs):
