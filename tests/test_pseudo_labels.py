@@ -301,3 +301,32 @@ def test_peak_memory_is_bounded(synth_folds, tmp_path):
         print(f"x{times}: {size:.0f} MiB of features, peak RSS {peaks[times]:.0f} MiB")
         assert len((tmp_path / f"out{times}" / "train.km8").read_text().splitlines()) == len(manifest) * times
     assert peaks[40] - peaks[1] < 25, peaks
+
+
+def test_sigkill_after_the_first_shard_then_rerun(synth_folds, pretrained_ckpt, tmp_path):
+    """The real command killed with SIGKILL once its first shard is on disk, then run again."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import BIN
+
+    full = tmp_path / "full"
+    assert main(pseudo_labels(synth_folds / "fold1", full, pretrained_ckpt, nshard=4)) == 0
+    out = tmp_path / "killed"
+    argv = pseudo_labels(synth_folds / "fold1", out, pretrained_ckpt, nshard=4)
+    proc = subprocess.Popen([str(BIN / "fairseq-ser"), *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first = out / "features" / "train_0_4.json"
+    deadline = time.time() + 120
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), "the command never finished its first shard"
+    assert not (out / "features" / "test_3_4.json").exists(), "the kill came too late to interrupt anything"
+    assert main(argv) == 0
+    again, expected = visible(outputs(out)), outputs(full)
+    assert again.keys() == expected.keys()
+    for name in again:
+        assert again[name] == expected[name], name

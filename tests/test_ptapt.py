@@ -73,9 +73,22 @@ def test_label_file_checks(tmp_path):
         read_frame_labels(str(path), [1040], 4)
 
 
-def test_ptapt_then_vft_through_the_commands(pretrained_ckpt, synth_folds, tmp_path):
+def test_whole_chain_through_the_commands(pretrained_ckpt, synth_folds, tmp_path):
+    """Stage 1 -> pseudo-labels (FAISS on the CPU) -> P-TAPT -> V-FT, as the README gives them."""
     fold = synth_folds / "fold1"
-    labels = write_random_labels(fold, tmp_path / "labels")
+    stage1 = tmp_path / "stage1"
+    run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "ptapt_stage1",
+                 f"task.data={fold}", f"model.w2v_path={pretrained_ckpt}", f"checkpoint.save_dir={stage1}",
+                 *CPU_VFT])
+    labels = tmp_path / "labels"
+    run_command(["fairseq-ser", "pseudo-labels", "run", fold, labels,
+                 "--checkpoint", stage1 / "checkpoint_best.pt", "--ks", "4", "8", "--no-progress"])
+    for split in ("train", "valid", "test"):
+        manifest = read_manifest(str(fold / f"{split}.tsv"))
+        for k in (4, 8):
+            ids = read_frame_labels(str(labels / f"{split}.km{k}"), [n for _, n in manifest.entries], k)
+            assert len(ids) == len(manifest)
+
     save = tmp_path / "ptapt"
     proc = run_command([
         "fairseq-hydra-train", "--config-dir", "config", "--config-name", "ptapt",
@@ -97,6 +110,8 @@ def test_ptapt_then_vft_through_the_commands(pretrained_ckpt, synth_folds, tmp_p
                  f"checkpoint.save_dir={vft}", *CPU_VFT])
     clf = torch.load(vft / "checkpoint_best.pt", weights_only=True)
     assert not any(k.startswith("heads.") for k in clf["model"])
+    proc = run_command(["fairseq-ser", "evaluate", fold, "--path", vft / "checkpoint_best.pt"])
+    assert "UA" in proc.stdout
 
     # V-FT starts from the P-TAPT weights, not from the original checkpoint's
     from test_model import build_classifier, make_task
