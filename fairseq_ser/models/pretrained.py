@@ -228,6 +228,16 @@ def finetuning_backbone(cfg, overrides: Dict[str, Any]):
     return backbone
 
 
+def store_class_names(cfg, class_names) -> None:
+    """Record the task's classes in a model config; a loaded model must have been trained on them."""
+    class_names = list(class_names)
+    if cfg.class_names is not None and list(cfg.class_names) != class_names:
+        raise CheckpointError(f"the model was trained on classes {list(cfg.class_names)} but the data "
+                              f"dictionary lists {class_names}")
+    with open_dict(cfg):
+        cfg.class_names = class_names
+
+
 def freeze_frontend(backbone, feature_encoder: bool = True, projection: bool = True) -> None:
     """Freeze the CNN feature encoder and / or the feature projection (layer norm + linear) of a Wav2Vec2Model."""
     if feature_encoder:

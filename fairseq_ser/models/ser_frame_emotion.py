@@ -32,7 +32,7 @@ from .masked_encoder import encode, frame_lengths, normalize_waveform
 from .pooling import MeanPooling
 from .pretrained import (BACKBONE_PREFIXES, WAV2VEC1_MODELS, build_wav2vec2, checkpoint_config,
                          finetuning_overrides, freeze_frontend, load_backbone, load_backbone_weights,
-                         load_wav2vec1, read_checkpoint, stored_model_name)
+                         load_wav2vec1, read_checkpoint, store_class_names, stored_model_name)
 
 logger = logging.getLogger(__name__)
 
@@ -183,17 +183,12 @@ class SerFrameEmotionModel(BaseFairseqModel):
 
     @classmethod
     def build_model(cls, cfg: SerFrameEmotionConfig, task):
-        class_names = list(task.class_names)
-        if cfg.class_names is not None and list(cfg.class_names) != class_names:
-            raise CheckpointError(f"the model was trained on classes {list(cfg.class_names)} but the data "
-                                  f"dictionary lists {class_names}")
+        store_class_names(cfg, task.class_names)
         pretrained = None
         if cfg.w2v_args is None:
             pretrained = _load_pretrained(cfg.w2v_path)
             with open_dict(cfg):
                 cfg.w2v_args = pretrained.w2v_args
-        with open_dict(cfg):
-            cfg.class_names = class_names
         if is_wav2vec1(cfg.w2v_args):
             if cfg.frame_dim <= 0:
                 raise ValueError("model.frame_dim must be > 0 with a wav2vec 1.0 backbone")
@@ -212,7 +207,7 @@ class SerFrameEmotionModel(BaseFairseqModel):
         if pretrained is not None:
             logger.info("loaded %s backbone from %s", cfg.w2v_args.model._name, cfg.w2v_path)
         normalize = bool(cfg.w2v_args.get("task", {}).get("normalize", False))
-        return cls(cfg, backbone, len(class_names), normalize)
+        return cls(cfg, backbone, len(cfg.class_names), normalize)
 
     def extract_frame_features(self, source, padding_mask=None):
         """Frame features ``(B, T, frame_dim)`` at 50 Hz and their padding mask (None when unpadded)."""

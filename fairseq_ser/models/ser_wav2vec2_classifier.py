@@ -10,12 +10,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
-from omegaconf import MISSING, open_dict
+from omegaconf import MISSING
 
-from ..errors import CheckpointError
 from .masked_encoder import Masking, encode, normalize_waveform
 from .pooling import build_pooling
-from .pretrained import finetuning_backbone, finetuning_overrides, freeze_frontend
+from .pretrained import finetuning_backbone, finetuning_overrides, freeze_frontend, store_class_names
 
 logger = logging.getLogger(__name__)
 
@@ -108,20 +107,13 @@ class SerWav2Vec2Classifier(BaseFairseqModel):
 
     @classmethod
     def build_model(cls, cfg: SerWav2Vec2ClassifierConfig, task):
-        class_names = list(task.class_names)
-        if cfg.class_names is not None and list(cfg.class_names) != class_names:
-            raise CheckpointError(
-                f"the model was trained on classes {list(cfg.class_names)} but the data "
-                f"dictionary lists {class_names}"
-            )
-        with open_dict(cfg):
-            cfg.class_names = class_names
+        store_class_names(cfg, task.class_names)
         # weighted_layer_sum needs every layer's output: no layerdrop
         overrides = finetuning_overrides(cfg, layerdrop=0.0 if cfg.weighted_layer_sum else None,
                                          freeze_feature_encoder=cfg.freeze_feature_encoder)
         backbone = finetuning_backbone(cfg, overrides)
         normalize = bool(cfg.w2v_args.task.get("normalize", False))
-        return cls(cfg, backbone, len(class_names), normalize)
+        return cls(cfg, backbone, len(cfg.class_names), normalize)
 
     def set_num_updates(self, num_updates):
         super().set_num_updates(num_updates)
