@@ -6,12 +6,12 @@ from typing import List, Optional
 
 import torch
 from fairseq.tasks import register_task
-from fairseq.tasks.audio_pretraining import AudioPretrainingConfig, AudioPretrainingTask
+from fairseq.tasks.audio_pretraining import AudioPretrainingConfig
 from omegaconf import II
 
 from ..data.classification_dataset import EmotionLabelDataset, SerAudioDataset
 from ..data.manifest import dict_path, label_counts, load_split, manifest_path, read_label_dict
-from .persist import copy_built_fields
+from .base import SerAudioTask
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,9 @@ class SerClassificationConfig(AudioPretrainingConfig):
 
 
 @register_task("ser_classification", dataclass=SerClassificationConfig)
-class SerClassificationTask(AudioPretrainingTask):
+class SerClassificationTask(SerAudioTask):
     cfg: SerClassificationConfig
+    built_fields = ("w2v_args", "class_names")
 
     def __init__(self, cfg: SerClassificationConfig):
         super().__init__(cfg)
@@ -94,20 +95,3 @@ class SerClassificationTask(AudioPretrainingTask):
             logger.info("class weights: %s", ", ".join(
                 f"{n} {w:.3f}" for n, w in zip(self.class_names, self._class_weights.tolist())))
         return self._class_weights
-
-    def get_batch_iterator(self, dataset, *args, required_batch_size_multiple=1, **kwargs):
-        # fairseq-fixed 0.12.3.1's batch_by_size drops the last batch whenever
-        # required_batch_size_multiple > 1 (fairseq's default is 8): utterances
-        # would silently go missing from every epoch and from validation
-        if required_batch_size_multiple != 1:
-            logger.info("dataset.required_batch_size_multiple=%d ignored: it would drop utterances",
-                        required_batch_size_multiple)
-        return super().get_batch_iterator(dataset, *args, required_batch_size_multiple=1, **kwargs)
-
-    def build_model(self, model_cfg, from_checkpoint=False):
-        model = super().build_model(model_cfg, from_checkpoint)
-        copy_built_fields(model_cfg, model, ["w2v_args", "class_names"])
-        return model
-
-    def max_positions(self):
-        return None

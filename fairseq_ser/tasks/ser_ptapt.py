@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from typing import List
 
 from fairseq.tasks import register_task
-from fairseq.tasks.audio_pretraining import AudioPretrainingConfig, AudioPretrainingTask
+from fairseq.tasks.audio_pretraining import AudioPretrainingConfig
 from omegaconf import II, MISSING
 
 from ..data.frame_label_dataset import FrameLabelDataset, read_frame_labels
 from ..data.manifest import manifest_path, read_label_dict, read_manifest
 from ..errors import DataError
-from .persist import copy_built_fields
+from .base import SerAudioTask
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,9 @@ class SerPtaptConfig(AudioPretrainingConfig):
 
 
 @register_task("ser_ptapt", dataclass=SerPtaptConfig)
-class SerPtaptTask(AudioPretrainingTask):
+class SerPtaptTask(SerAudioTask):
     cfg: SerPtaptConfig
+    built_fields = ("w2v_args", "cluster_sizes")
 
     def __init__(self, cfg: SerPtaptConfig):
         super().__init__(cfg)
@@ -61,15 +62,3 @@ class SerPtaptTask(AudioPretrainingTask):
         self.datasets[split] = FrameLabelDataset(manifest, labels, max_sample_size=crop)
         logger.info("%s: %d utterances, labels %s", split, len(manifest),
                     ", ".join(f"{e} (K={k})" for e, k in zip(self.cfg.cluster_labels, self.cluster_sizes)))
-
-    def get_batch_iterator(self, dataset, *args, required_batch_size_multiple=1, **kwargs):
-        # as in ser_classification: fairseq-fixed drops the last batch otherwise
-        return super().get_batch_iterator(dataset, *args, required_batch_size_multiple=1, **kwargs)
-
-    def build_model(self, model_cfg, from_checkpoint=False):
-        model = super().build_model(model_cfg, from_checkpoint)
-        copy_built_fields(model_cfg, model, ["w2v_args", "cluster_sizes"])
-        return model
-
-    def max_positions(self):
-        return None
