@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SOURCES := $(shell find fairseq_ser -name '*.py') setup.py README.md
 
-.PHONY: install test demo clean
+.PHONY: install test demo bench clean
 
 # Third-party environment: rebuilt only when the pins change.
 $(VENV)/.deps: constraints.txt setup.py
@@ -16,7 +16,7 @@ $(VENV)/.deps: constraints.txt setup.py
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	# torch first and exactly pinned: anything looser lets pip fetch a multi-GB CUDA build
 	$(PIP) install torch==2.13.0
-	$(PIP) install -c constraints.txt fairseq-fixed==0.12.3.1 soundfile soxr faiss-cpu tensorboardX tqdm matplotlib pytest
+	$(PIP) install -c constraints.txt fairseq-fixed==0.12.3.1 soundfile soxr faiss-cpu tensorboardX tqdm matplotlib pytest transformers
 	touch $@
 
 # The package itself, installed as a regular (non-editable) package so that
@@ -32,6 +32,11 @@ test: install
 
 demo: install
 	$(VENV)/bin/fairseq-ser demo
+
+# Speed and memory benchmarks (tests/benchmarks/), each printing a table and a
+# summary line of ratios; not part of `make test`.
+bench: install
+	$(PY) tests/benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_out

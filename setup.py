@@ -30,7 +30,10 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest"],
+        # transformers only checks the HuggingFace import against the original
+        # implementation (tests) and is the baseline of the inference benchmark
+        "test": ["pytest", "transformers"],
+        "bench": ["transformers"],
     },
     entry_points={"console_scripts": ["fairseq-ser = fairseq_ser.cli.main:main"]},
 )

@@ -88,3 +88,15 @@ def ctc_ckpt(pretrained_ckpt, tmp_path_factory):
 
     fairseq_ser.register()
     return Path(make_ctc_finetuned(str(pretrained_ckpt), str(tmp_path_factory.mktemp("ctc") / "w2v_ctc.pt")))
+
+
+@pytest.fixture(scope="session")
+def classifier_ckpt(pretrained_ckpt, synth_folds, tmp_path_factory):
+    """A V-FT emotion classifier (fold1's 4 classes) trained for a few updates by fairseq-hydra-train."""
+    save_dir = tmp_path_factory.mktemp("classifier")
+    run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "vft",
+                 f"task.data={synth_folds / 'fold1'}", f"model.w2v_path={pretrained_ckpt}",
+                 f"checkpoint.save_dir={save_dir}", *CPU_VFT])
+    path = save_dir / "checkpoint_best.pt"
+    assert path.is_file()
+    return path
