@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "evaluate": ("fairseq_ser.cli.evaluate", "score a trained classifier on a manifest split"),
     "synth": ("fairseq_ser.cli.synth", "generate the embedded synthetic emotional-speech corpus"),
     "demo": ("fairseq_ser.cli.demo", "run the end-to-end demo on the synthetic corpus"),
+    "import-hf": ("fairseq_ser.cli.import_hf", "convert a HuggingFace wav2vec2 folder into a fairseq checkpoint"),
     "pseudo-labels": ("fairseq_ser.cli.pseudo_labels",
                       "P-TAPT pseudo-labels: dump frame features, FAISS k-means, {split}.km{K} files"),
 }

@@ -8,7 +8,9 @@ Accepted at ``model.w2v_path``:
 - fairseq fine-tuned checkpoints (CTC, seq2seq, classification) that carry
   the pretrained model's config in ``w2v_args``;
 - this package's own checkpoints (an emotion classifier), whose backbone is
-  reused.
+  reused;
+- HuggingFace ``transformers`` wav2vec2 folders, converted in memory by
+  :mod:`.hf_import` (``fairseq-ser import-hf`` writes the same checkpoint to a file).
 
 fairseq wav2vec 1.0 checkpoints (P-TAPT step 1) are read by :func:`load_wav2vec1`.
 
@@ -71,7 +73,7 @@ class PretrainedBackbone:
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
-    """``torch.load`` a fairseq checkpoint onto the CPU, legacy layouts included.
+    """``torch.load`` a fairseq checkpoint onto the CPU, legacy layouts included (or convert a HuggingFace folder).
 
     torch >= 2.6 loads with ``weights_only=True``, which refuses the
     ``argparse.Namespace`` of legacy checkpoints; that one class is allowed
@@ -82,7 +84,13 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: checkpoint not found")
     if os.path.isdir(path):
-        raise CheckpointError(f"{path}: is a folder, expected a fairseq checkpoint file (.pt)")
+        from .hf_import import convert_hf_folder, is_hf_folder
+
+        if is_hf_folder(path):
+            # a HuggingFace wav2vec2 folder, converted in memory as `fairseq-ser import-hf` would
+            return convert_hf_folder(path).state
+        raise CheckpointError(f"{path}: is a folder, expected a fairseq checkpoint file (.pt) or a "
+                              "HuggingFace wav2vec2 folder (config.json and model weights)")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             state = torch.load(path, map_location="cpu", weights_only=True)

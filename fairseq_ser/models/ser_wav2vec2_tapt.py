@@ -30,8 +30,9 @@ class SerWav2Vec2TaptConfig(FairseqDataclass):
     w2v_path: str = field(
         default=MISSING,
         metadata={"help": "wav2vec 2.0 pretraining checkpoint to continue: fairseq (cfg or "
-                  "legacy args layout) or a TAPT checkpoint of this package; it must hold "
-                  "the quantizer and projection heads (fine-tuned checkpoints do not)"},
+                  "legacy args layout), a TAPT checkpoint of this package, or a HuggingFace "
+                  "Wav2Vec2ForPreTraining folder; it must hold the quantizer and projection heads "
+                  "(fine-tuned checkpoints do not)"},
     )
     w2v_args: Any = field(
         default=None,
@@ -87,7 +88,8 @@ class SerWav2Vec2Tapt(BaseFairseqModel):
                 raise CheckpointError(
                     f"{cfg.w2v_path}: this {pretrained.source_model!r} checkpoint has no pretraining "
                     "heads (quantizer, project_q, final_proj); TAPT continues wav2vec 2.0 "
-                    "pretraining and needs a pretraining checkpoint")
+                    "pretraining and needs a pretraining checkpoint (fairseq's, or a HuggingFace "
+                    "Wav2Vec2ForPreTraining model: fairseq-ser import-hf converts one)")
             w2v_args = pretrained.w2v_args
             with open_dict(w2v_args):
                 # kept so that a TAPT checkpoint still tells the criterion its loss weights
