@@ -8,11 +8,23 @@ rate schedulers are imported here explicitly.
 The corpus tools and ``fairseq-ser --help`` do not need fairseq, so the
 registration happens on import only when fairseq is already loaded (the
 user-dir case); code that builds models calls :func:`register` first.
+
+``from fairseq_ser import EmotionClassifier`` (prediction on audio arrays)
+imports torch and fairseq on first use only.
 """
 
+import importlib
 import sys
 
 __version__ = "0.1.0"
+
+# public names loaded on first access, so that importing the package stays light
+_LAZY = {
+    "EmotionClassifier": "inference",
+    "Prediction": "inference",
+    "WindowPrediction": "inference",
+    "Windowing": "inference",
+}
 
 
 def register():
@@ -22,3 +34,9 @@ def register():
 
 if "fairseq" in sys.modules:
     register()
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

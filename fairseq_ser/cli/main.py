@@ -15,6 +15,7 @@ from ..errors import SerError
 SUBCOMMANDS = {
     "prepare": ("fairseq_ser.cli.prepare", "write fold manifests and labels for a corpus"),
     "evaluate": ("fairseq_ser.cli.evaluate", "score a trained classifier on a manifest split"),
+    "predict": ("fairseq_ser.cli.predict", "predict the emotion of audio files with a trained classifier"),
     "synth": ("fairseq_ser.cli.synth", "generate the embedded synthetic emotional-speech corpus"),
     "demo": ("fairseq_ser.cli.demo", "run the end-to-end demo on the synthetic corpus"),
     "import-hf": ("fairseq_ser.cli.import_hf", "convert a HuggingFace wav2vec2 folder into a fairseq checkpoint"),

@@ -1,0 +1,105 @@
+"""Predict the emotion of audio files with a trained classifier.
+
+``fairseq-ser predict CKPT PATH... [--output predictions.jsonl|.csv]``: PATH
+are audio files or folders (searched recursively), in any format and at any
+sample rate soundfile reads, mono or multichannel. Each file gets its most
+probable emotion, the probability of every class and its duration; files
+longer than --window-seconds are cut into windows that are scored alone, and
+the file's probabilities are the duration-weighted mean of its windows'.
+Without --output one readable line per file goes to standard output. A file
+that cannot be used gets an error entry and the others go on; the exit status
+is 1 when every file failed.
+"""
+
+import argparse
+import sys
+
+# formats libsndfile reads (mp3 needs libsndfile >= 1.1, opus >= 1.0.29)
+AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "oga", "opus", "mp3", "aiff", "aif", "aifc", "au", "snd",
+                    "caf", "w64", "rf64")
+
+
+def _seconds(text):
+    """argparse type: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {text!r}")
+    return value
+
+
+def _positive_seconds(text):
+    """argparse type: a number of seconds above 0."""
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be above 0")
+    return value
+
+
+def add_arguments(parser):
+    parser.add_argument("checkpoint", metavar="CKPT",
+                        help="emotion classifier checkpoint (e.g. checkpoints/vft/checkpoint_best.pt)")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="audio files, or folders searched recursively for --extensions")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write the results to FILE: .jsonl (one JSON object per file) or .csv "
+                        "(a row per file and per window); default: a readable line per file on stdout")
+    parser.add_argument("--window-seconds", type=_seconds, metavar="S", default=10.0,
+                        help="score longer files in windows of this length; 0 scores every file whole "
+                        "(default: %(default)s)")
+    parser.add_argument("--hop-seconds", type=_positive_seconds, metavar="S",
+                        help="start a window every this many seconds (default: the window length, no overlap)")
+    parser.add_argument("--min-window-seconds", type=_seconds, metavar="S",
+                        help="a last window shorter than this joins the previous one "
+                        "(default: half the window length)")
+    parser.add_argument("--batch-seconds", type=_positive_seconds, metavar="S", default=160.0,
+                        help="padded audio per batch in seconds (default: %(default)s)")
+    parser.add_argument("--chunk-seconds", type=_seconds, metavar="S", default=600.0,
+                        help="audio read into memory at a time, in seconds; windows of a chunk are "
+                        "batched together (default: %(default)s)")
+    parser.add_argument("--extensions", default=",".join(AUDIO_EXTENSIONS), metavar="EXT,...",
+                        help="file extensions searched for in folders (default: %(default)s)")
+    parser.add_argument("--device", metavar="DEV",
+                        help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="fp32, or autocast to bf16 / fp16 (fp16 on CUDA only) (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+
+
+def run(args):
+    import time
+
+    from tqdm import tqdm
+
+    from ..errors import SerError
+    from ..inference import EmotionClassifier, Windowing
+    from ..prediction import PredictionStats, find_audio, format_result, output_format, predict_files, write_results
+
+    try:
+        windowing = Windowing(args.window_seconds or None, args.hop_seconds, args.min_window_seconds)
+    except ValueError as e:
+        raise SerError(f"--window-seconds / --hop-seconds / --min-window-seconds: {e}")
+    if args.output:
+        output_format(args.output)
+    clf = EmotionClassifier.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+    files = find_audio(args.paths, [e.strip() for e in args.extensions.split(",") if e.strip()])
+
+    stats = PredictionStats()
+    began = time.perf_counter()
+    with tqdm(total=len(files), desc="predict", unit="file", disable=args.no_progress) as bar:
+        results = predict_files(clf, files, windowing, args.batch_seconds,
+                                args.chunk_seconds, stats)
+        if args.output:
+            write_results(results, args.output, clf.class_names, on_result=lambda _: bar.update())
+        else:
+            for result in results:
+                bar.write(format_result(result), file=sys.stdout)
+                bar.update()
+    elapsed = time.perf_counter() - began
+    print(f"predicted {stats.files - stats.failed} of {stats.files} files ({stats.failed} failed): "
+          f"{stats.seconds:.1f} s of audio in {stats.windows} windows, {elapsed:.1f} s on {clf.device}, "
+          f"{100 * stats.padding:.1f} % padding" + (f"; wrote {args.output}" if args.output else ""),
+          file=sys.stderr)
+    return 0 if stats.files > stats.failed else 1
