@@ -3,11 +3,13 @@
 import os
 from typing import Sequence
 
+import numpy as np
 import torch
 from fairseq.data import BaseWrapperDataset, FileAudioDataset
 
 from ..errors import DataError
 from .audio import read_audio
+from .batching import min_padding_cuts
 
 
 class SerAudioDataset(FileAudioDataset):
@@ -16,7 +18,29 @@ class SerAudioDataset(FileAudioDataset):
     fairseq's reader retries a failing file with sleeps and then raises a bare
     ``Exception``, and refuses any sample rate but the task's; this one fails
     at once naming the file, and resamples / downmixes what is not 16 kHz mono.
+
+    With ``batching="min_padding"``, batches come from
+    :func:`~fairseq_ser.data.batching.min_padding_cuts` over the cropped
+    lengths instead of fairseq's runs of ``batch_size`` utterances.
     """
+
+    def __init__(self, *args, batching: str = "fixed", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batching = batching
+        self._cuts_cache = None
+
+    def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
+        if self.batching != "min_padding" or (max_tokens is None and max_sentences is None):
+            return super().batch_by_size(indices, max_tokens, max_sentences, required_batch_size_multiple)
+        lengths = np.minimum(np.asarray(self.sizes, dtype=np.int64), self.max_sample_size)
+        order = np.asarray(indices, dtype=np.int64)
+        order = order[np.argsort(-lengths[order], kind="stable")]
+        # epochs differ only in the order of utterances of equal length: the cuts stay the same
+        key = (lengths[order].tobytes(), max_sentences, max_tokens)
+        if self._cuts_cache is None or self._cuts_cache[0] != key:
+            self._cuts_cache = (key, min_padding_cuts(lengths[order], max_sentences, max_tokens))
+        cuts = self._cuts_cache[1]
+        return [order[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
 
     def __getitem__(self, index):
         path = os.path.join(self.root_dir, self._fname(index))

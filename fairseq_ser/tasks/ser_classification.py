@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import torch
+from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.audio_pretraining import AudioPretrainingConfig
 from omegaconf import II
@@ -14,6 +15,8 @@ from ..data.manifest import dict_path, label_counts, load_split, manifest_path, 
 from .base import SerAudioTask
 
 logger = logging.getLogger(__name__)
+
+BATCHING_CHOICES = ChoiceEnum(["min_padding", "fixed"])
 
 
 @dataclass
@@ -32,6 +35,14 @@ class SerClassificationConfig(AudioPretrainingConfig):
         default=400,
         metadata={"help": "skip utterances shorter than this many samples (with their "
                   "labels); 400 is the CNN encoder's receptive field"},
+    )
+    batching: BATCHING_CHOICES = field(
+        default="min_padding",
+        metadata={"help": "min_padding: cut the length-sorted utterances into as many batches as "
+                  "runs of dataset.batch_size would make (the same updates per epoch and "
+                  "utterances per update on average), where the fewest samples are padding, no "
+                  "batch above dataset.batch_size utterances of the longest length (or "
+                  "dataset.max_tokens samples); fixed: fairseq's runs of dataset.batch_size"},
     )
     class_weighting: bool = field(
         default=True,
@@ -68,6 +79,7 @@ class SerClassificationTask(SerAudioTask):
             pad=True,
             normalize=False,
             num_buckets=self.cfg.num_batch_buckets,
+            batching=self.cfg.batching,
         )
         dataset.check_files_exist(path)
         targets = [t for i, t in enumerate(data.targets) if i not in dataset.skipped_indices]
