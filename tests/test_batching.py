@@ -1,5 +1,4 @@
-"""min_padding batching: the cuts are optimal, cover every utterance once, keep the batch count, respect the cap.
-
+"""min_padding batching: the cuts are optimal, cover every utterance once, keep the batch count, respect the cap."""
 
 import math
 
