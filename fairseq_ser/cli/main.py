@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "predict": ("fairseq_ser.cli.predict", "predict the emotion of audio files with a trained classifier"),
     "synth": ("fairseq_ser.cli.synth", "generate the embedded synthetic emotional-speech corpus"),
     "demo": ("fairseq_ser.cli.demo", "run the end-to-end demo on the synthetic corpus"),
+    "cv": ("fairseq_ser.cli.cv", "cross-validation of V-FT, TAPT, P-TAPT over folds and seeds: the paper's table"),
     "import-hf": ("fairseq_ser.cli.import_hf", "convert a HuggingFace wav2vec2 folder into a fairseq checkpoint"),
     "pseudo-labels": ("fairseq_ser.cli.pseudo_labels",
                       "P-TAPT pseudo-labels: dump frame features, FAISS k-means, {split}.km{K} files"),

@@ -1,0 +1,120 @@
+"""Cross-validation tables and summed confusion matrices, from the runs' metrics.
+
+Scores are in %. Per fold: mean ± standard deviation over the runs. Average:
+the mean of all runs, with the two spreads of the paper's reference code:
+``fold_std``, the standard deviation across folds averaged over runs, and
+``run_std``, the standard deviation across runs of the fold-averaged score
+(population standard deviations, numpy's default, as there). The confusion
+matrix of a method is the sum over all folds and runs of the test confusion
+matrices; classes are matched by name, so folds may order them differently.
+"""
+
+import json
+import os
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from .. import metrics
+from ..errors import SerError
+from ..fileio import atomic_open
+from ..plots import save_confusion_matrix
+
+METRICS = (("ua", "UA"), ("wa", "WA"), ("macro_f1", "macro-F1"))
+
+
+def summed_confusion(records: Sequence[Dict]):
+    """Class names (first-seen order) and the sum of the records' confusion matrices."""
+    names: List[str] = []
+    for r in records:
+        names += [n for n in r["classes"] if n not in names]
+    total = np.zeros((len(names), len(names)), dtype=np.int64)
+    for r in records:
+        index = [names.index(n) for n in r["classes"]]
+        total[np.ix_(index, index)] += np.asarray(r["confusion_matrix"], dtype=np.int64)
+    return names, total
+
+
+def aggregate_method(name: str, runs: Dict[str, List[Dict]]) -> Dict:
+    """``runs``: fold -> the run records (metrics.json of each run) of one method, same count per fold."""
+    folds = list(runs)
+    counts = {len(v) for v in runs.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise SerError(f"{name}: every fold needs the same number of runs, got "
+                         + ", ".join(f"{f}: {len(v)}" for f, v in runs.items()))
+    out = {"name": name, "per_fold": {f: {} for f in folds}, "average": {}, "runs": []}
+    for key, _ in METRICS:
+        table = np.array([[100.0 * r[key] for r in runs[f]] for f in folds]).T   # runs x folds
+        for j, fold in enumerate(folds):
+            out["per_fold"][fold][key] = {"mean": float(table[:, j].mean()), "std": float(table[:, j].std()),
+                                          "runs": [float(v) for v in table[:, j]]}
+        out["average"][key] = {"mean": float(table.mean()), "fold_std": float(table.std(axis=1).mean()),
+                               "run_std": float(table.mean(axis=1).std())}
+    for fold in folds:
+        for r in runs[fold]:
+            out["runs"].append({"fold": fold, "run": r["run"], "seed": r["seed"], "path": r["path"],
+                                **{key: 100.0 * r[key] for key, _ in METRICS}})
+    classes, cm = summed_confusion([r for f in folds for r in runs[f]])
+    out["confusion_matrix"] = {"classes": classes, "matrix": cm.tolist(), "num_utterances": int(cm.sum())}
+    return out
+
+
+def aggregate(records: Dict[str, Dict[str, List[Dict]]], names: Dict[str, str]) -> Dict:
+    """``records``: method -> fold -> run records; ``names``: method -> display name."""
+    methods = {m: aggregate_method(names[m], runs) for m, runs in records.items()}
+    first = next(iter(records.values()))
+    return {"unit": "percent", "folds": list(first), "runs": len(next(iter(first.values()))),
+            "seeds": [r["seed"] for r in next(iter(first.values()))], "methods": methods}
+
+
+def _cell(stats: Dict, runs: int) -> str:
+    return f"{stats['mean']:.1f} ± {stats['std']:.1f}" if runs > 1 else f"{stats['mean']:.1f}"
+
+
+def tables_markdown(results: Dict) -> str:
+    """The summary table and one table per metric (a row per method), as Markdown."""
+    folds, runs, methods = results["folds"], results["runs"], results["methods"]
+    lines = [f"{len(folds)} folds x {runs} runs (seeds {', '.join(map(str, results['seeds']))}), "
+             "test split of each fold, in %. Per fold: mean ± std over runs; average: mean of all "
+             "runs; fold-std: std across folds (mean over runs); run-std: std across runs of the "
+             "fold average.", "", "### Average over folds and runs", "",
+             "| method | " + " | ".join(label for _, label in METRICS) + " |",
+             "| --- |" + " --- |" * len(METRICS)]
+    for m in methods.values():
+        lines.append(f"| {m['name']} | " + " | ".join(f"{m['average'][k]['mean']:.1f}" for k, _ in METRICS) + " |")
+    for key, label in METRICS:
+        lines += ["", f"### {label}", "", "| method | " + " | ".join(folds) + " | average | fold-std | run-std |",
+                  "| --- |" + " --- |" * (len(folds) + 3)]
+        for m in methods.values():
+            avg = m["average"][key]
+            run_std = f"{avg['run_std']:.1f}" if runs > 1 else "-"
+            lines.append(f"| {m['name']} | " + " | ".join(_cell(m["per_fold"][f][key], runs) for f in folds)
+                         + f" | {avg['mean']:.1f} | {avg['fold_std']:.1f} | {run_std} |")
+    return "\n".join(lines)
+
+
+def confusion_text(method: Dict, folds: int, runs: int) -> str:
+    cm = method["confusion_matrix"]
+    summary = metrics.summarize(np.asarray(cm["matrix"]), cm["classes"])
+    return (f"{method['name']}: test predictions of {folds} folds x {runs} runs, pooled\n\n"
+            + metrics.format_report(summary))
+
+
+def write_report(out_dir: str, results: Dict) -> str:
+    """Write results.md, results.json and each method's confusion_matrix.{txt,png}; return the tables."""
+    folds, runs = len(results["folds"]), results["runs"]
+    tables = tables_markdown(results)
+    parts = ["# Cross-validation results", "", tables, "", "## Confusion matrices, summed over folds and runs"]
+    for method, m in results["methods"].items():
+        text = confusion_text(m, folds, runs)
+        with atomic_open(os.path.join(out_dir, method, "confusion_matrix.txt"), "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        cm = m["confusion_matrix"]
+        save_confusion_matrix(np.asarray(cm["matrix"]), cm["classes"], os.path.join(out_dir, method,
+                              "confusion_matrix.png"), title=f"{m['name']}: {folds} folds x {runs} runs")
+        parts += ["", f"### {m['name']}", "", "```", text, "```"]
+    with atomic_open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(parts) + "\n")
+    with atomic_open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    return tables
