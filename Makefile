@@ -35,8 +35,10 @@ demo: install
 
 # Speed and memory benchmarks (tests/benchmarks/), each printing a table and a
 # summary line of ratios; not part of `make test`.
+#   make bench BENCH_ARGS="--only kmeans"   one of them;  BENCH_ARGS="-- --quick"   small sizes
+BENCH_ARGS ?=
 bench: install
-	$(PY) tests/benchmarks/run_all.py
+	$(PY) tests/benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_out
