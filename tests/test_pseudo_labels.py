@@ -201,6 +201,74 @@ def test_k_larger_than_the_sample(labelled, capsys):
     assert "K=50 is larger than the 10 frames sampled" in capsys.readouterr().err
 
 
+class Narrow:
+    """8-dim random features: k-means settings without the cost of a model."""
+
+    dim = 8
+
+    def describe(self):
+        return {"extractor": "narrow", "checkpoint": "none", "layer": None}
+
+    def num_frames(self, n):
+        return (n - 400) // 320 + 1
+
+    def extract(self, wav):
+        rng = np.random.default_rng(len(wav))
+        return rng.standard_normal((self.num_frames(len(wav)), self.dim)).astype(np.float32)
+
+
+def test_each_k_samples_at_most_points_per_centroid(synth_folds, tmp_path, capsys):
+    data, out = synth_folds / "fold1", tmp_path / "labels"
+    dump_mod.dump_split(Narrow(), str(data), "train", str(out), progress=False)
+    total = dump_mod.load_shard(str(out), "train", 0, 1).meta["num_frames"]
+    assert total > 12 * 8
+    settings = dict(max_points_per_centroid=12, min_sample_frames=0, niter=3)
+    records = kmeans_mod.learn_kmeans(str(out), ["train"], [4, 8], **settings)
+    for k in (4, 8):
+        assert records[k]["sample"]["num_frames"] == 12 * k and records[k]["max_points_per_centroid"] == 12
+        counts = [int(line.split()[1]) for line in (out / f"dict.km{k}.txt").read_text().splitlines()]
+        assert sum(counts) == 12 * k  # counted on the frames it was learned on
+    again = kmeans_mod.learn_kmeans(str(out), ["train"], [4, 8], **settings)
+    assert again == records  # same settings: nothing learned again
+    # the floor lets a small K sample more; the cap of every sample still applies
+    floor = kmeans_mod.learn_kmeans(str(out), ["train"], [4, 8], **{**settings, "min_sample_frames": 60})
+    assert [floor[k]["sample"]["num_frames"] for k in (4, 8)] == [60, 96]
+    assert kmeans_mod.learn_kmeans(str(out), ["train"], [4], max_frames=30, niter=3)[4]["sample"]["num_frames"] == 30
+    assert kmeans_mod.learn_kmeans(str(out), ["train"], [4], niter=3)[4]["sample"]["num_frames"] == total
+    assert main(["pseudo-labels", "kmeans", str(out), "--ks", "4", "--max-points-per-centroid", "0"]) == 2
+    assert "--max-points-per-centroid 0, --min-sample-frames 65536: must be" in capsys.readouterr().err
+
+
+def test_faiss_blas_kernels_follow_the_cpu_flags(tmp_path):
+    from fairseq_ser.clustering.faiss_import import cpu_flags, openblas_core_type
+
+    avx512 = {"avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl", "avx2", "fma"}
+    assert openblas_core_type(avx512) == "SkylakeX"
+    assert openblas_core_type({"avx2", "fma", "sse4_2"}) == "Haswell"
+    assert openblas_core_type({"sse2"}) is None and openblas_core_type(set()) is None
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx2", "fma"}
+    assert cpu_flags(str(tmp_path / "absent")) == set()
+    # in a fresh process: the choice reaches FAISS's own OpenBLAS, and a user's choice is kept
+    probe = ("import os, sys; from fairseq_ser.clustering.faiss_import import import_faiss; import_faiss(); "
+             "from threadpoolctl import threadpool_info; "
+             "print(os.environ.get('OPENBLAS_CORETYPE'), [i.get('architecture') for i in threadpool_info() "
+             "if i.get('internal_api') == 'openblas' and 'faiss' in i['filepath']])")
+    expected = openblas_core_type(cpu_flags())
+    for preset in (None, "Haswell"):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        if preset:
+            env["OPENBLAS_CORETYPE"] = preset
+        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        chosen, arch = proc.stdout.split(" ", 1)
+        want = preset or expected
+        assert chosen == str(want)
+        if want is not None and "[]" not in arch:  # a FAISS build with its own OpenBLAS
+            assert want.lower() in arch.lower(), arch
+
+
 def test_features_from_another_layer_or_checkpoint_are_refused(labelled, synth_folds, pretrained_ckpt,
                                                               legacy_ckpt, capsys):
     data = synth_folds / "fold1"

@@ -46,8 +46,14 @@ def add_arguments(parser):
             p.add_argument("--sample-fraction", type=float, default=1.0,
                            help="fraction of their frames sampled for k-means (default: %(default)s)")
             p.add_argument("--max-sample-frames", type=int, default=1_000_000,
-                           help="at most this many sampled frames, held in memory as float32 "
-                           "(default: %(default)s)")
+                           help="at most this many sampled frames for any K, held in memory as float32 "
+                           "while it is learned (default: %(default)s)")
+            p.add_argument("--max-points-per-centroid", type=int, default=256,
+                           help="at most this many sampled frames per centroid of each K, unless "
+                           "--min-sample-frames allows more (default: %(default)s, FAISS's own limit)")
+            p.add_argument("--min-sample-frames", type=int, default=65536,
+                           help="every K may sample this many frames even beyond --max-points-per-centroid: "
+                           "small K gain from it at little cost (default: %(default)s)")
             p.add_argument("--niter", type=int, default=20, help="k-means iterations (default: %(default)s)")
             p.add_argument("--seed", type=int, default=1, help="seed of sampling and k-means (default: %(default)s)")
         p.add_argument("--ks", type=int, nargs="+", metavar="K",
@@ -60,7 +66,7 @@ def add_arguments(parser):
             p.add_argument("--rank", type=int, metavar="R",
                            help="process only shard R (0-based; default: every shard)")
         if step in ("run", "assign"):
-            p.add_argument("--chunk-frames", type=int, default=100_000,
+            p.add_argument("--chunk-frames", type=int, default=16384,
                            help="frames read and labelled at a time (default: %(default)s)")
         if step in ("run", "kmeans", "assign"):
             p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
@@ -103,7 +109,9 @@ def run(args):
             dump_split(extractor, args.data, split, args.label_dir, args.nshard, _ranks(args), args.dtype, progress)
     if args.step in ("run", "kmeans"):
         learn_kmeans(args.label_dir, args.kmeans_splits, args.ks, args.nshard, args.sample_fraction,
-                     args.max_sample_frames, args.niter, args.seed, args.device, verbose=args.verbose)
+                     args.max_sample_frames, args.niter, args.seed, args.device, verbose=args.verbose,
+                     max_points_per_centroid=args.max_points_per_centroid,
+                     min_sample_frames=args.min_sample_frames)
     if args.step in ("run", "assign"):
         ks = args.ks or learned_ks(args.label_dir)
         if not ks:

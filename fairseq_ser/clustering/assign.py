@@ -6,7 +6,9 @@ line per utterance (space-separated cluster ids, one per frame) and
 split is there, they are concatenated into ``LABEL_DIR/{split}.km{K}``, line-aligned
 with ``{split}.tsv``, the format fairseq's ``hubert_pretraining`` task reads
 (with ``dict.km{K}.txt`` and ``label_rate`` 50). Features are read in chunks
-of about ``chunk_frames`` frames.
+of about ``chunk_frames`` frames (whole utterances): 16384 frames of 512-d
+features hold 48 MiB (float16 rows mapped, their float32 copy), and FAISS
+labels them as fast as larger chunks (tests/benchmarks/bench_kmeans.py measures it).
 """
 
 import json
@@ -20,11 +22,13 @@ from ..data.manifest import manifest_path, read_manifest
 from ..errors import DataError
 from ..fileio import atomic_open
 from .dump import load_shard, manifest_fingerprint, shard_range
+from .faiss_import import import_faiss
 from .kmeans import load_centroids
 
 logger = logging.getLogger(__name__)
 
 PARTS_SUBDIR = "parts"
+DEFAULT_CHUNK_FRAMES = 16384
 RECORD_NAME = "labels.json"
 
 
@@ -36,16 +40,16 @@ def part_prefix(label_dir: str, split: str, rank: int, nshard: int) -> str:
     return os.path.join(label_dir, PARTS_SUBDIR, f"{split}_{rank}_{nshard}")
 
 
-def _build_index(centroids: np.ndarray, gpu: bool):
-    import faiss
-
+def build_index(centroids: np.ndarray, gpu: bool = False):
+    """A FAISS exact L2 index of the centroids (on every GPU FAISS sees with ``gpu``)."""
+    faiss = import_faiss()
     index = faiss.IndexFlatL2(centroids.shape[1])
     index.add(centroids)
     return faiss.index_cpu_to_all_gpus(index) if gpu else index
 
 
 def assign_shard(label_dir: str, split: str, ks: Sequence[int], rank: int = 0, nshard: int = 1,
-                 chunk_frames: int = 100_000, gpu: bool = False, progress: bool = True) -> bool:
+                 chunk_frames: int = DEFAULT_CHUNK_FRAMES, gpu: bool = False, progress: bool = True) -> bool:
     """Label one feature shard for every K; returns False if its labels were already there."""
     from tqdm import tqdm
 
@@ -60,7 +64,7 @@ def assign_shard(label_dir: str, split: str, ks: Sequence[int], rank: int = 0, n
         return False
     if os.path.isfile(prefix + ".json"):
         os.remove(prefix + ".json")
-    indexes = {k: _build_index(cents[k][0], gpu) for k in ks}
+    indexes = {k: build_index(cents[k][0], gpu) for k in ks}
     lengths, offsets = shard.lengths, shard.offsets
     with _open_all([f"{prefix}.km{k}" for k in ks]) as outs:
         bar = tqdm(total=int(offsets[-1]), disable=not progress, unit="frame",
@@ -185,7 +189,7 @@ def _update_record(label_dir, data_dir, split, ks, nshard, shards):
 
 
 def assign_split(label_dir: str, data_dir: str, split: str, ks: Sequence[int], nshard: int = 1,
-                 ranks: Optional[List[int]] = None, chunk_frames: int = 100_000, gpu: bool = False,
+                 ranks: Optional[List[int]] = None, chunk_frames: int = DEFAULT_CHUNK_FRAMES, gpu: bool = False,
                  progress: bool = True) -> bool:
     """Label the given shards (all by default), then merge the split if every shard is labelled."""
     for rank in (range(nshard) if ranks is None else ranks):

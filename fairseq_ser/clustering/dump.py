@@ -120,11 +120,18 @@ class FeatureShard:
             return np.zeros((0, self.meta["source"]["dim"]), dtype=np.float32)
         return np.array(self._map(start, end), dtype=np.float32)
 
-    def take(self, index: np.ndarray, block_bytes: int = 8 << 20) -> np.ndarray:
-        """Frames at the ascending positions ``index`` as float32, mapped about ``block_bytes`` at a time."""
+    def take(self, index: np.ndarray, block_bytes: int = 8 << 20, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Frames at the ascending positions ``index`` as float32, mapped about ``block_bytes`` at a time.
+
+        With ``out`` (``len(index) x dim`` float32), they are written there rather than
+        into a new array, so that a caller filling a larger array holds no second copy.
+        """
         dtype, dim, _ = self._layout()
         block_rows = max(1, block_bytes // (dim * dtype.itemsize))
-        out = np.empty((len(index), dim), dtype=np.float32)
+        if out is None:
+            out = np.empty((len(index), dim), dtype=np.float32)
+        elif out.shape != (len(index), dim) or out.dtype != np.float32:
+            raise ValueError(f"out has shape {out.shape} and dtype {out.dtype}, expected ({len(index)}, {dim}) float32")
         pos = 0
         while pos < len(index):
             lo = int(index[pos])
