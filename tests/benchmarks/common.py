@@ -90,3 +90,64 @@ def print_summary(name, ratios):
 
 def gib(nbytes):
     return f"{nbytes / 2**30:.2f} GiB"
+
+
+def emodb_manifest(folder, times=1):
+    """Write ``folder/train.tsv`` listing every EmoDB wav ``times`` times over; returns the folder.
+
+    The repeats point at the same files, so a 16x corpus costs no disk space
+    beyond the manifest.
+    """
+    import soundfile as sf
+
+    from fairseq_ser.data.manifest import write_manifest
+
+    wavs = sorted((EMODB / "wav").glob("*.wav"))
+    entries = [(w.name, sf.info(str(w)).frames) for w in wavs]
+    write_manifest(str(Path(folder) / "train.tsv"), str(EMODB / "wav"), entries * times)
+    return Path(folder)
+
+
+def frame_model_checkpoint(path, channels, layers, embed, frame_dim=512, seed=0):
+    """A P-TAPT stage-1 frame emotion model (``ser_frame_emotion``) with random weights, saved as fairseq saves it.
+
+    Its backbone is a wav2vec 2.0 with the standard CNN kernels and strides
+    (``channels`` wide), ``layers`` Transformer layers of width ``embed``, then
+    Linear + ReLU to ``frame_dim``: the architecture whose features the
+    pseudo-label step clusters, untrained. Written once; an existing file is
+    reused (features dumped from it stay valid, as its mtime does not change).
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    import warnings
+    from types import SimpleNamespace
+
+    import torch
+    from fairseq.dataclass.utils import merge_with_parent
+    from omegaconf import OmegaConf
+
+    import fairseq_ser
+    from fairseq_ser.models.ser_frame_emotion import SerFrameEmotionConfig, SerFrameEmotionModel
+
+    fairseq_ser.register()
+    conv = f"[({channels}, 10, 5)] + [({channels}, 3, 2)] * 4 + [({channels}, 2, 2)] * 2"
+    w2v_args = {"model": {"_name": "wav2vec2", "conv_feature_layers": conv, "encoder_layers": layers,
+                          "encoder_embed_dim": embed, "encoder_ffn_embed_dim": 4 * embed,
+                          "encoder_attention_heads": max(1, embed // 64)},
+                "task": {"_name": "audio_pretraining", "normalize": False}}
+    cfg = merge_with_parent(SerFrameEmotionConfig(), OmegaConf.create(
+        {"w2v_path": str(path), "w2v_args": w2v_args, "frame_dim": frame_dim}))
+    torch.manual_seed(seed)
+    classes = ["anger", "boredom", "disgust", "fear", "happiness", "neutral", "sadness"]
+    with warnings.catch_warnings():  # fairseq's weight_norm deprecation
+        warnings.simplefilter("ignore", FutureWarning)
+        model = SerFrameEmotionModel.build_model(cfg, SimpleNamespace(class_names=classes))
+    model_cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    model_cfg["_name"] = "ser_frame_emotion"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"args": None, "cfg": {"model": model_cfg, "task": {"_name": "ser_classification"}},
+                "model": model.state_dict(), "optimizer_history": [], "extra_state": {}}, tmp)
+    os.replace(tmp, path)
+    return path
