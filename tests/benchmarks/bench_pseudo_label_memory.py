@@ -64,8 +64,8 @@ def parse_args(argv=None):
                    help="OMP_NUM_THREADS of the command (default: %(default)s: peak memory does not depend on it, "
                    "and the tiny model's many small operations run fastest on one thread of a shared machine)")
     p.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "fairseq-ser-bench",
-                   help="where the checkpoint is kept and the runs write (their outputs are deleted after "
-                   "each run; default: %(default)s)")
+                   help="where the checkpoint is kept and the runs write, each in a folder of its own that "
+                   "is deleted after it (default: %(default)s)")
     return p.parse_args(argv)
 
 
@@ -113,16 +113,46 @@ def assign_step(exe, data, labels, ks, chunk, env):
     return peak, seconds
 
 
+def run_scale(exe, ckpt, args, env, times, work, assign_alone):
+    """Run the command on EmoDB ``times`` over in ``work``, check its labels; (table row, peak, reference, rows)."""
+    from fairseq_ser.clustering.assign import DEFAULT_CHUNK_FRAMES
+    from fairseq_ser.clustering.dump import load_shard
+    from fairseq_ser.data.manifest import read_manifest
+
+    dim, kmax = TINY_MODEL["frame_dim"], max(args.ks)
+    data, labels = emodb_manifest(work / "data", times), work / "labels"
+    argv = [exe, "pseudo-labels", "run", data, labels, "--checkpoint", ckpt, "--ks", *args.ks, "--no-progress"]
+    if args.max_sample_frames:
+        argv += ["--max-sample-frames", args.max_sample_frames]
+    print(f"{times}x EmoDB: {' '.join(map(str, argv[1:]))}", flush=True)
+    seconds, peak, output = run_measured(argv, env=env, cwd=REPO)
+    utterances = len(read_manifest(str(data / "train.tsv")))
+    check_labels(data, labels, args.ks, times, utterances // times)
+    frames = int(load_shard(str(labels), "train", 0, 1).meta["num_frames"])
+    disk = (labels / "features" / "train_0_1.npy").stat().st_size
+    sample = max(sample_frames_logged(output, k) for k in args.ks)
+    sample_bytes = sample * dim * 4
+    old_sample_bytes = min(frames, args.max_sample_frames or 1_000_000) * dim * 4
+    reference = kmax * 1000 * dim * 4 + frames * dim * 4
+    print(f"  {frames:,} frames, peak RSS {peak / MIB:,.0f} MiB, {seconds:.0f} s", flush=True)
+    row = [f"{times}x", f"{utterances:,}", f"{frames:,}", f"{disk / MIB:,.0f}", f"{sample:,} / {sample_bytes / MIB:,.0f}",
+           f"**{peak / MIB:,.0f}**", f"{(peak - sample_bytes) / MIB:,.0f}", f"{seconds:.0f}",
+           f"{old_sample_bytes / MIB:,.0f}", f"{reference / MIB:,.0f}", f"{reference / peak:.1f}x"]
+    chunk_rows = []
+    if assign_alone:  # the assign step alone: the old chunk of 100,000 frames against ours
+        for chunk, label in ((100_000, "100,000 (before)"), (DEFAULT_CHUNK_FRAMES, f"{DEFAULT_CHUNK_FRAMES:,} (now)")):
+            chunk_peak, chunk_seconds = assign_step(exe, data, labels, args.ks, chunk, env)
+            check_labels(data, labels, args.ks, times, utterances // times)
+            chunk_rows.append([f"{times}x", label, f"{chunk_peak / MIB:,.0f}", f"{chunk_seconds:.0f}"])
+    return row, peak, reference, chunk_rows
+
+
 def main(argv=None):
     args = parse_args(argv)
     if not (EMODB / "wav").is_dir():
         print(f"EmoDB not found at {EMODB}; skipping")
         print_summary("pseudo_label_memory", {"skipped": "no_emodb"})
         return 0
-    from fairseq_ser.clustering.assign import DEFAULT_CHUNK_FRAMES
-    from fairseq_ser.clustering.dump import load_shard
-    from fairseq_ser.data.manifest import read_manifest
-
     scales = args.scales or ([1, 4] if args.quick else [1, 4, 16])
     exe = command_path()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -130,36 +160,16 @@ def main(argv=None):
     print(f"machine: {machine_description()}; the command runs with OMP_NUM_THREADS={args.threads}", flush=True)
     ckpt = frame_model_checkpoint(args.cache_dir / "frame_model_tiny.pt", **TINY_MODEL)
     dim, kmax = TINY_MODEL["frame_dim"], max(args.ks)
-    work = args.cache_dir / "memory"
     rows, peaks, refs, chunk_rows = [], {}, {}, []
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
     for times in scales:
-        shutil.rmtree(work, ignore_errors=True)
-        data, labels = emodb_manifest(work / "data", times), work / "labels"
-        argv = [exe, "pseudo-labels", "run", data, labels, "--checkpoint", ckpt, "--ks", *args.ks, "--no-progress"]
-        if args.max_sample_frames:
-            argv += ["--max-sample-frames", args.max_sample_frames]
-        print(f"{times}x EmoDB: {' '.join(map(str, argv[1:]))}", flush=True)
-        seconds, peak, output = run_measured(argv, env=env, cwd=REPO)
-        utterances = len(read_manifest(str(data / "train.tsv")))
-        check_labels(data, labels, args.ks, times, utterances // times)
-        frames = int(load_shard(str(labels), "train", 0, 1).meta["num_frames"])
-        disk = (labels / "features" / "train_0_1.npy").stat().st_size
-        sample = max(sample_frames_logged(output, k) for k in args.ks)
-        sample_bytes = sample * dim * 4
-        old_sample_bytes = min(frames, args.max_sample_frames or 1_000_000) * dim * 4
-        reference = kmax * 1000 * dim * 4 + frames * dim * 4
-        peaks[times], refs[times] = peak, reference
-        print(f"  {frames:,} frames, peak RSS {peak / MIB:,.0f} MiB, {seconds:.0f} s", flush=True)
-        rows.append([f"{times}x", f"{utterances:,}", f"{frames:,}", f"{disk / MIB:,.0f}",
-                     f"{sample:,} / {sample_bytes / MIB:,.0f}", f"**{peak / MIB:,.0f}**",
-                     f"{(peak - sample_bytes) / MIB:,.0f}", f"{seconds:.0f}", f"{old_sample_bytes / MIB:,.0f}",
-                     f"{reference / MIB:,.0f}", f"{reference / peak:.1f}x"])
-        if times == max(scales):  # the assign step alone: the old chunk of 100,000 frames against ours
-            for chunk, label in ((100_000, "100,000 (before)"), (DEFAULT_CHUNK_FRAMES, f"{DEFAULT_CHUNK_FRAMES:,} (now)")):
-                chunk_peak, chunk_seconds = assign_step(exe, data, labels, args.ks, chunk, env)
-                check_labels(data, labels, args.ks, times, utterances // times)
-                chunk_rows.append([f"{times}x", label, f"{chunk_peak / MIB:,.0f}", f"{chunk_seconds:.0f}"])
-        shutil.rmtree(work, ignore_errors=True)
+        work = Path(tempfile.mkdtemp(prefix=f"memory-{times}x-", dir=args.cache_dir))  # runs may overlap
+        try:
+            row, peaks[times], refs[times], more = run_scale(exe, ckpt, args, env, times, work, times == max(scales))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        rows.append(row)
+        chunk_rows += more
     print_table(f"Peak RSS of `fairseq-ser pseudo-labels run` (--ks {' '.join(map(str, args.ks))}, "
                 f"{dim}-d features), MiB",
                 ["EmoDB", "utterances", "frames", "features on disk", "k-means sample (frames / MiB)",

@@ -146,7 +146,7 @@ def frame_model_checkpoint(path, channels, layers, embed, frame_dim=512, seed=0)
     model_cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     model_cfg["_name"] = "ser_frame_emotion"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({"args": None, "cfg": {"model": model_cfg, "task": {"_name": "ser_classification"}},
                 "model": model.state_dict(), "optimizer_history": [], "extra_state": {}}, tmp)
     os.replace(tmp, path)
