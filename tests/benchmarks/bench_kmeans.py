@@ -26,11 +26,13 @@ iterations, frames per centroid, the sample floor of small K, assignment chunk.
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +91,11 @@ def emodb_features(cache_dir: Path) -> np.ndarray:
         start, threads = time.perf_counter(), torch.get_num_threads()
         torch.set_num_threads(1)  # on 2 shared cores one thread extracted 4 to 6 times faster than two
         try:
-            dump_split(load_extractor(str(ckpt)), str(data), "train", str(label_dir), progress=False)
+            with warnings.catch_warnings():  # fairseq's weight_norm deprecation
+                warnings.simplefilter("ignore", FutureWarning)
+                extractor = load_extractor(str(ckpt))
+            logging.getLogger().setLevel(logging.WARNING)  # fairseq's imports turn on debug logging
+            dump_split(extractor, str(data), "train", str(label_dir), progress=False)
         finally:
             torch.set_num_threads(threads)
         print(f"dumped in {time.perf_counter() - start:.0f} s", flush=True)
