@@ -8,6 +8,7 @@ the metrics are derived from the sums with :mod:`fairseq_ser.metrics`.
 import math
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -58,13 +59,23 @@ class SerCrossEntropyCriterion(FairseqCriterion):
     def __init__(self, task):
         super().__init__(task)
         self.num_classes = len(task.class_names)
+        # a plain float32 attribute, not a buffer: fairseq's trainer casts the criterion's
+        # buffers to fp16 / bf16 with the model, and the loss is computed in float32
         weights = task.class_weights
-        self.register_buffer("class_weights", weights if weights is not None else torch.empty(0), persistent=False)
+        self._class_weights = None if weights is None else weights.detach().float().clone()
+
+    def loss_weights(self, device) -> Optional[torch.Tensor]:
+        """The class weights in float32 on ``device`` (None without class weighting)."""
+        if self._class_weights is None:
+            return None
+        if self._class_weights.device != device:
+            self._class_weights = self._class_weights.to(device)
+        return self._class_weights
 
     def forward(self, model, sample, reduce=True):
         logits = model(**sample["net_input"]).float()
         target = sample["target"]
-        weight = self.class_weights if self.class_weights.numel() else None
+        weight = self.loss_weights(logits.device)
         loss = F.cross_entropy(logits, target, weight=weight, reduction="sum" if reduce else "none")
         # normalising by the summed weights makes the update a weighted mean, as in
         # torch's weighted cross-entropy, also when fairseq sums over workers

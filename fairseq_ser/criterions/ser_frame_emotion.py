@@ -36,9 +36,8 @@ class SerFrameEmotionCriterion(SerCrossEntropyCriterion):
     def forward(self, model, sample, reduce=True):
         net_output = model(**sample["net_input"])
         target = sample["target"]
-        weight = self.class_weights if self.class_weights.numel() else None
-
         utt_logits = net_output["utterance_logits"].float()
+        weight = self.loss_weights(utt_logits.device)
         utt_sum = F.cross_entropy(utt_logits, target, weight=weight, reduction="sum")
         utt_norm = weight[target].sum() if weight is not None else utt_logits.new_tensor(float(target.numel()))
 

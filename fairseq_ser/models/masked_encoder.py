@@ -19,28 +19,50 @@ import torch.nn.functional as F
 from fairseq.modules import GradMultiply
 
 
+MASK_RULES = ("fraction", "min_spans")
+
+
 def span_mask(lengths, total: int, prob: float, span: int, min_masks: int,
-              rng: np.random.Generator) -> torch.Tensor:
+              rng: np.random.Generator, rule: str = "min_spans") -> torch.Tensor:
     """``(B, total)`` bool mask of time spans, drawn per row over its ``lengths[b]`` valid frames.
 
-    A row of ``n`` frames gets ``prob * n / span`` spans (randomly rounded, at
-    least ``min_masks``): about a fraction ``prob`` of its frames before
-    overlaps, the rule of fairseq and of the HuggingFace version the paper's
-    code used. In clips shorter than two spans the span is cut to
-    half the clip, and at least one frame always stays visible, so masking
-    never fails and never hides a whole utterance. Clips of one frame are not
-    masked.
+    ``rule="fraction"``: every frame of every row is masked with probability
+    about ``prob`` (before overlaps), whatever the row's length. Span starts
+    are uniform over the ``n + span - 1`` positions whose span touches the
+    row, spans running over its ends are cut, and a row gets
+    ``prob * (n + span - 1) / span`` spans (randomly rounded), so each frame
+    lies under ``prob`` spans in expectation. This is what the reference's
+    V-FT masks amount to: spans drawn over a batch's padded length,
+    intersected with each utterance. ``min_masks`` is not applied.
+
+    ``rule="min_spans"``: a row of ``n`` frames gets ``prob * n / span`` spans
+    (randomly rounded, at least ``min_masks``) inside it, the rule of fairseq
+    and of the HuggingFace version the paper's code used for its bucketed
+    batches. Short clips lose more than ``prob`` (two spans of 15 frames are
+    40 % of a 1.5 s clip). In clips shorter than two spans the span is cut to
+    half the clip.
+
+    At least one frame always stays visible, so masking never hides a whole
+    utterance; clips of one frame are not masked.
     """
+    if rule not in MASK_RULES:
+        raise ValueError(f"unknown mask rule {rule!r} (choose {', '.join(MASK_RULES)})")
     mask = np.zeros((len(lengths), total), dtype=bool)
     for b, length in enumerate(int(n) for n in lengths):
-        width = min(span, length // 2)
-        if width < 1:
+        if length < 2 or span < 1:
             continue
-        num = max(min_masks, int(prob * length / span + rng.random()))
-        num = min(num, length - width + 1)
-        starts = rng.choice(length - width + 1, num, replace=False)
-        for s in starts:
-            mask[b, s:s + width] = True
+        if rule == "fraction":
+            positions = length + span - 1
+            num = min(int(prob * positions / span + rng.random()), positions)
+            for s in rng.choice(positions, num, replace=False) - (span - 1):
+                mask[b, max(0, s):s + span] = True
+        else:
+            width = min(span, length // 2)
+            num = max(min_masks, int(prob * length / span + rng.random()))
+            num = min(num, length - width + 1)
+            for s in rng.choice(length - width + 1, num, replace=False):
+                mask[b, s:s + width] = True
+        mask[b, length:] = False
         if mask[b, :length].all():
             mask[b, rng.integers(length)] = False
     return torch.from_numpy(mask)
@@ -139,10 +161,11 @@ class Masking:
     channel_prob: float = 0.0
     channel_span: int = 64
     channel_min_masks: int = 1
+    rule: str = "min_spans"  # see span_mask
 
     def draw(self, lengths, frames: int, channels: int):
         rng = torch_seeded_rng()
-        time = span_mask(lengths, frames, self.prob, self.span, self.min_masks, rng)
+        time = span_mask(lengths, frames, self.prob, self.span, self.min_masks, rng, self.rule)
         chan = channel_mask(len(lengths), channels, self.channel_prob, self.channel_span,
                             self.channel_min_masks, rng)
         return time, chan
@@ -168,11 +191,16 @@ def encode(backbone, source, padding_mask=None, masking: Optional[Masking] = Non
 
 
 def normalize_waveform(source: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Zero mean, unit variance per utterance over its valid samples (models pretrained with normalize)."""
+    """Zero mean, unit variance per utterance over its valid samples (models pretrained with normalize).
+
+    The statistics of up to 160000 samples are taken in float32 (fp16 sums
+    overflow), and the result keeps ``source``'s precision.
+    """
+    wav = source.float()
     if padding_mask is None:
-        return F.layer_norm(source, source.shape[-1:])
-    valid = (~padding_mask).to(source.dtype)
+        return F.layer_norm(wav, wav.shape[-1:]).to(source.dtype)
+    valid = (~padding_mask).float()
     n = valid.sum(-1, keepdim=True).clamp(min=1.0)
-    mean = (source * valid).sum(-1, keepdim=True) / n
-    var = (((source - mean) * valid) ** 2).sum(-1, keepdim=True) / n
-    return (source - mean) / torch.sqrt(var + 1e-5) * valid
+    mean = (wav * valid).sum(-1, keepdim=True) / n
+    var = (((wav - mean) * valid) ** 2).sum(-1, keepdim=True) / n
+    return ((wav - mean) / torch.sqrt(var + 1e-5) * valid).to(source.dtype)
