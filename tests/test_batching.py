@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from fairseq_ser.data.batching import min_padding_batches
 from test_model import make_task
@@ -60,3 +61,51 @@ def test_task_batches_with_min_padding(synth_folds):
     assert len(batches) == len(fixed) == math.ceil(len(dataset) / 4)
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(dataset)))
     assert padded(batches) <= padded(fixed)
+
+
+def batches_of(task, epoch, batch_size=4):
+    dataset = task.dataset("train")
+    itr = task.get_batch_iterator(dataset=dataset, max_sentences=batch_size, seed=1, num_workers=0, epoch=epoch)
+    return [sorted(b.tolist()) for b in itr.frozen_batches]
+
+
+def test_random_batching_draws_new_full_batches_each_epoch(synth_folds):
+    """task.batching=random: the reference's shuffled batches of batch_size, drop_last, new each epoch."""
+    task = make_task(synth_folds / "fold1", max_sample_size=16000, batching="random")
+    task.load_dataset("train")
+    n = len(task.dataset("train"))
+    first, second = batches_of(task, 1), batches_of(task, 2)
+    for batches in (first, second):
+        assert all(len(b) == 4 for b in batches) and len(batches) == n // 4
+        flat = np.concatenate(batches)
+        assert len(set(flat.tolist())) == len(flat) == 4 * (n // 4)
+    assert first != second, "random batches are drawn anew every epoch"
+    assert first == batches_of(task, 1), "and reproducibly for a given seed and epoch"
+    # lengths are not sorted within random batches (unlike min_padding's)
+    sizes = np.asarray(task.dataset("train").sizes)
+    assert any(np.ptp(sizes[b]) > 0.3 * sizes[b].max() for b in first)
+    # evaluation splits are never dropped or reshuffled
+    task.load_dataset("valid")
+    assert task.dataset("valid").dataset.batching == "min_padding"
+
+
+def test_crop_start_keeps_the_first_samples_and_batch_shortest_has_no_padding(synth_folds):
+    task = make_task(synth_folds / "fold1", max_sample_size=8000, crop="start")
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    long = next(i for i in range(len(dataset)) if dataset.sizes[i] > 8000)
+    item = dataset[long]
+    batch = dataset.collater([item])
+    assert batch["net_input"]["source"].shape[-1] == 8000
+    assert torch.equal(batch["net_input"]["source"][0], item["source"][:8000])
+
+    task = make_task(synth_folds / "fold1", max_sample_size=160000, crop="batch_shortest")
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    items = [dataset[i] for i in range(4)]
+    batch = dataset.collater(items)
+    assert batch["net_input"].get("padding_mask") is None
+    assert batch["net_input"]["source"].shape[-1] == min(len(s["source"]) for s in items)
+    task.load_dataset("valid")  # evaluation utterances stay whole and padded
+    valid = task.dataset("valid")
+    assert "padding_mask" in valid.collater([valid[0], valid[1]])["net_input"]

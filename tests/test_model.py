@@ -122,6 +122,28 @@ def test_span_mask_rules():
     assert 0.05 < long.float().mean().item() < 0.09
 
 
+@pytest.mark.parametrize("seconds", [0.5, 1, 2, 4, 8])
+def test_fraction_rule_masks_mask_prob_at_every_length(seconds):
+    """mask_rule=fraction: about mask_prob of every utterance, short clips included (min_spans: far more)."""
+    import numpy as np
+
+    rng = np.random.default_rng(int(seconds * 10))
+    n = (int(seconds * 16000) - 400) // 320 + 1
+    draws = 4000
+    mask = span_mask([n] * draws, n + 7, prob=0.08, span=15, min_masks=2, rng=rng, rule="fraction")
+    assert not mask[:, n:].any(), "padding must never be masked"
+    fraction = mask[:, :n].float().mean().item()
+    # 0.08 before overlaps; overlapping spans make it a little less
+    assert 0.065 < fraction < 0.085, (seconds, fraction)
+    # the masked share of one row does not depend on the other rows of its batch
+    mixed = span_mask([n] * draws + [2000] * draws, 2000, prob=0.08, span=15, min_masks=2, rng=rng,
+                      rule="fraction")
+    assert abs(mixed[:draws, :n].float().mean().item() - fraction) < 0.01
+    if seconds <= 2:
+        old = span_mask([n] * draws, n, prob=0.08, span=15, min_masks=2, rng=rng, rule="min_spans")
+        assert old.float().mean().item() > fraction + 0.05
+
+
 def test_freeze_finetune_updates(pretrained_ckpt, synth_folds):
     # no layerdrop: a dropped layer would get no gradient either way
     model = build_classifier(make_task(synth_folds / "fold1"), pretrained_ckpt, freeze_finetune_updates=3,

@@ -11,6 +11,9 @@ from ..errors import DataError
 from .audio import read_audio
 from .batching import min_padding_cuts
 
+BATCHINGS = ("min_padding", "random", "fixed")
+CROPS = ("random", "start", "batch_shortest")
+
 
 class SerAudioDataset(FileAudioDataset):
     """``FileAudioDataset`` that reads through :func:`read_audio`.
@@ -19,17 +22,55 @@ class SerAudioDataset(FileAudioDataset):
     ``Exception``, and refuses any sample rate but the task's; this one fails
     at once naming the file, and resamples / downmixes what is not 16 kHz mono.
 
-    With ``batching="min_padding"``, batches come from
-    :func:`~fairseq_ser.data.batching.min_padding_cuts` over the cropped
-    lengths instead of fairseq's runs of ``batch_size`` utterances.
+    Batching (``batching``):
+
+    - ``"min_padding"``: batches come from
+      :func:`~fairseq_ser.data.batching.min_padding_cuts` over the cropped
+      lengths instead of fairseq's runs of ``batch_size`` utterances;
+    - ``"random"``: each epoch a new random partition into batches of
+      ``batch_size`` utterances of any length, the last incomplete one dropped
+      (the reference's V-FT loader: shuffled, ``drop_last``);
+    - ``"fixed"``: fairseq's runs of ``batch_size`` length-sorted utterances.
+
+    Cropping of utterances longer than ``max_sample_size`` (``crop``):
+    ``"random"`` offset (fairseq's) or ``"start"`` (their first samples, the
+    reference's V-FT). With ``pad=False`` fairseq's collater crops every
+    utterance of a batch to the batch's shortest instead.
     """
 
-    def __init__(self, *args, batching: str = "fixed", **kwargs):
+    def __init__(self, *args, batching: str = "fixed", crop: str = "random", **kwargs):
         super().__init__(*args, **kwargs)
+        if batching not in BATCHINGS:
+            raise ValueError(f"unknown batching {batching!r} (choose {', '.join(BATCHINGS)})")
+        if crop not in ("random", "start"):
+            raise ValueError(f"unknown crop {crop!r} (choose random or start)")
         self.batching = batching
+        self.crop = crop
         self._cuts_cache = None
 
+    @property
+    def can_reuse_epoch_itr_across_epochs(self):
+        # random batches are drawn anew each epoch: fairseq must ask for them again
+        return self.batching != "random"
+
+    def ordered_indices(self):
+        if self.batching == "random" and self.shuffle:
+            # fairseq calls this under numpy_seed(seed + epoch): a new order each epoch
+            return np.random.permutation(len(self))
+        return super().ordered_indices()
+
+    def crop_to_max_size(self, t, target_size, dim=0):
+        if self.crop == "start" and dim == 0:
+            return t[:target_size]
+        return super().crop_to_max_size(t, target_size, dim)
+
     def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
+        if self.batching == "random" and max_sentences:
+            order = np.asarray(indices, dtype=np.int64)
+            full = len(order) // max_sentences
+            # drop_last as the reference, but never the only batch of a small split
+            end = full * max_sentences if full > 0 else len(order)
+            return [order[a:a + max_sentences] for a in range(0, end, max_sentences)]
         if self.batching != "min_padding" or (max_tokens is None and max_sentences is None):
             return super().batch_by_size(indices, max_tokens, max_sentences, required_batch_size_multiple)
         lengths = np.minimum(np.asarray(self.sizes, dtype=np.int64), self.max_sample_size)

@@ -246,14 +246,17 @@ def store_class_names(cfg, class_names) -> None:
         cfg.class_names = class_names
 
 
-def freeze_frontend(backbone, feature_encoder: bool = True, projection: bool = True) -> None:
-    """Freeze the CNN feature encoder and / or the feature projection (layer norm + linear) of a Wav2Vec2Model."""
+def freeze_frontend(backbone, feature_encoder: bool = True, projection: bool = True,
+                    mask_emb: bool = False) -> None:
+    """Freeze the CNN feature encoder, the feature projection (layer norm + linear) and / or the mask embedding."""
     if feature_encoder:
         backbone.feature_extractor.requires_grad_(False)
     if projection:
         for module in (backbone.layer_norm, backbone.post_extract_proj):
             if module is not None:
                 module.requires_grad_(False)
+    if mask_emb:
+        backbone.mask_emb.requires_grad_(False)
 
 
 def load_backbone_weights(model, weights: Dict[str, torch.Tensor], path: str, keep_pretraining_modules: bool):

@@ -54,6 +54,11 @@ class SerWav2Vec2ClassifierConfig(FairseqDataclass):
         default=True,
         metadata={"help": "keep the feature projection (layer norm + linear after the CNN) frozen"},
     )
+    freeze_mask_emb: bool = field(
+        default=True,
+        metadata={"help": "keep the learned mask embedding that masked frames get at its "
+                  "pretrained value (the reference does not train it); false trains it"},
+    )
     freeze_finetune_updates: int = field(
         default=0,
         metadata={"help": "train only the head for this many updates before the Transformer"},
@@ -63,11 +68,18 @@ class SerWav2Vec2ClassifierConfig(FairseqDataclass):
     )
     mask_prob: float = field(
         default=0.08,
-        metadata={"help": "time masking: an utterance of n frames gets mask_prob * n / "
-                  "mask_length spans (at least 2), i.e. about this fraction of frames, "
-                  "replaced by the learned mask embedding"},
+        metadata={"help": "time masking: about this fraction of each utterance's frames is "
+                  "replaced by the learned mask embedding (see mask_rule)"},
     )
     mask_length: int = field(default=15, metadata={"help": "time mask span in frames"})
+    mask_rule: ChoiceEnum(["fraction", "min_spans"]) = field(
+        default="fraction",
+        metadata={"help": "fraction: every frame is masked with probability about mask_prob "
+                  "at any utterance length, spans may run over an utterance's ends (the "
+                  "reference's batch-level masks, independent of how batches are formed); "
+                  "min_spans: mask_prob * n / mask_length spans inside an utterance of n frames, "
+                  "at least 2 (more masking on short clips: 40 % of a 1.5 s clip)"},
+    )
     mask_channel_prob: float = field(
         default=0.05,
         metadata={"help": "channel masking: about this fraction of channels zeroed, in "
@@ -94,6 +106,7 @@ class SerWav2Vec2Classifier(BaseFairseqModel):
             prob=cfg.mask_prob,
             span=cfg.mask_length,
             min_masks=2,
+            rule=cfg.mask_rule,
             channel_prob=cfg.mask_channel_prob,
             channel_span=cfg.mask_channel_length,
         )
@@ -103,7 +116,8 @@ class SerWav2Vec2Classifier(BaseFairseqModel):
         self.pooling = build_pooling(cfg.pooling, dim)
         self.head_dropout = nn.Dropout(cfg.head_dropout)
         self.output = nn.Linear(self.pooling.output_dim(dim), num_classes)
-        freeze_frontend(backbone, cfg.freeze_feature_encoder, cfg.freeze_feature_projection)
+        freeze_frontend(backbone, cfg.freeze_feature_encoder, cfg.freeze_feature_projection,
+                        mask_emb=cfg.freeze_mask_emb)
 
     @classmethod
     def build_model(cls, cfg: SerWav2Vec2ClassifierConfig, task):

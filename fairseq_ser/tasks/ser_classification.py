@@ -10,13 +10,14 @@ from fairseq.tasks import register_task
 from fairseq.tasks.audio_pretraining import AudioPretrainingConfig
 from omegaconf import II
 
-from ..data.classification_dataset import EmotionLabelDataset, SerAudioDataset
+from ..data.classification_dataset import BATCHINGS, CROPS, EmotionLabelDataset, SerAudioDataset
 from ..data.manifest import dict_path, label_counts, load_split, manifest_path, read_label_dict
 from .base import SerAudioTask
 
 logger = logging.getLogger(__name__)
 
-BATCHING_CHOICES = ChoiceEnum(["min_padding", "fixed"])
+BATCHING_CHOICES = ChoiceEnum(list(BATCHINGS))
+CROP_CHOICES = ChoiceEnum(list(CROPS))
 
 
 @dataclass
@@ -29,7 +30,15 @@ class SerClassificationConfig(AudioPretrainingConfig):
     max_sample_size: Optional[int] = field(
         default=160000,
         metadata={"help": "training utterances longer than this many samples are "
-                  "randomly cropped to it (160000 = 10 s); other splits are not cropped"},
+                  "cropped to it (160000 = 10 s; see crop); other splits are not cropped"},
+    )
+    crop: CROP_CHOICES = field(
+        default="random",
+        metadata={"help": "how training utterances are cropped: random: those longer than "
+                  "max_sample_size at a random offset; start: keep their first max_sample_size "
+                  "samples (the reference's V-FT); batch_shortest: every utterance of a batch at "
+                  "a random offset to the batch's shortest (at most max_sample_size), so batches "
+                  "hold no padding (the reference's P-TAPT stage 1)"},
     )
     min_sample_size: Optional[int] = field(
         default=400,
@@ -38,11 +47,14 @@ class SerClassificationConfig(AudioPretrainingConfig):
     )
     batching: BATCHING_CHOICES = field(
         default="min_padding",
-        metadata={"help": "min_padding: cut the length-sorted utterances into as many batches as "
-                  "runs of dataset.batch_size would make (the same updates per epoch and "
-                  "utterances per update on average), where the fewest samples are padding, no "
-                  "batch above dataset.batch_size utterances of the longest length (or "
-                  "dataset.max_tokens samples); fixed: fairseq's runs of dataset.batch_size"},
+        metadata={"help": "training batches. min_padding: cut the length-sorted utterances into "
+                  "as many batches as runs of dataset.batch_size would make (the same updates per "
+                  "epoch and utterances per update on average), where the fewest samples are "
+                  "padding, no batch above dataset.batch_size utterances of the longest length "
+                  "(or dataset.max_tokens samples); random: new random batches of "
+                  "dataset.batch_size utterances every epoch, the last incomplete one dropped "
+                  "(the reference's V-FT); fixed: fairseq's runs of dataset.batch_size. "
+                  "Other splits use min_padding (fixed when this is fixed)"},
     )
     class_weighting: bool = field(
         default=True,
@@ -71,15 +83,19 @@ class SerClassificationTask(SerAudioTask):
         data = load_split(self.cfg.data, split, self.cfg.labels, class_names=self.class_names)
         path = manifest_path(self.cfg.data, split)
         is_train = split == self.cfg.train_subset
+        batching = self.cfg.batching
+        if not is_train and batching == "random":
+            batching = "min_padding"  # never drop or reshuffle evaluation utterances
         dataset = SerAudioDataset(
             manifest_path=path,
             sample_rate=self.cfg.sample_rate,
             max_sample_size=self.cfg.max_sample_size if is_train else None,
             min_sample_size=self.cfg.min_sample_size,
-            pad=True,
+            pad=not (is_train and self.cfg.crop == "batch_shortest"),
             normalize=False,
             num_buckets=self.cfg.num_batch_buckets,
-            batching=self.cfg.batching,
+            batching=batching,
+            crop="start" if is_train and self.cfg.crop == "start" else "random",
         )
         dataset.check_files_exist(path)
         targets = [t for i, t in enumerate(data.targets) if i not in dataset.skipped_indices]
