@@ -4,6 +4,7 @@ import argparse
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -11,6 +12,7 @@ from omegaconf import OmegaConf
 import fairseq_ser
 from fairseq_ser.errors import CheckpointError
 from fairseq_ser.models.pretrained import load_backbone
+from fairseq_ser.models.safe_load import load_checkpoint_file
 
 from conftest import CPU_VFT, run_command
 
@@ -83,7 +85,7 @@ def build_criterion(task, w2v_path, **settings):
 
 def legacy_with_criterion(legacy_ckpt, out, loss_weights):
     """The legacy checkpoint with the criterion options wav2vec_small.pt's ``args`` record."""
-    state = torch.load(legacy_ckpt, map_location="cpu", weights_only=False)
+    state = load_checkpoint_file(str(legacy_ckpt))  # its meters load safely: no full unpickling needed
     args = vars(state["args"])
     args.update(infonce=True, loss_weights=loss_weights, log_keys=["prob_perplexity", "temp"])
     state["args"] = argparse.Namespace(**args)
@@ -93,13 +95,16 @@ def legacy_with_criterion(legacy_ckpt, out, loss_weights):
 
 def test_tapt_checkpoint_holds_every_pretraining_weight(tapt_run, pretrained_ckpt):
     ckpt, log = tapt_run
-    assert "TAPT loss: infonce=True loss_weights=[0.1, 10.0]" in log
+    assert "TAPT loss: infonce=True loss_weights=[0.1, 0.0]" in log
     assert "prob_perplexity" in log and "valid on 'valid' subset" in log
     state = torch.load(ckpt, weights_only=True)
     assert state["cfg"]["model"]["_name"] == "ser_wav2vec2_tapt"
     w2v_args = state["cfg"]["model"]["w2v_args"]
     assert w2v_args["model"]["_name"] == "wav2vec2" and w2v_args["model"]["dropout"] == 0.05
+    # the checkpoint's own pretraining criterion is kept for a later `criterion.loss_weights=null`
     assert w2v_args["criterion"]["loss_weights"] == [0.1, 10.0]
+    assert (w2v_args["model"]["mask_prob"], w2v_args["model"]["mask_length"]) == (0.05, 10)
+    assert list(w2v_args["model"]["latent_temp"]) == [1.0, 1.0, 1.0]
     assert state["optimizer_history"][-1]["num_updates"] == 4
     # fairseq loads it on its own: the copy of the original checkpoint is gone
     from fairseq import checkpoint_utils
@@ -148,25 +153,37 @@ def test_vft_from_tapt_checkpoint_then_evaluate(tapt_run, synth_folds, tmp_path)
     assert json.loads((results / "metrics.json").read_text())["num_utterances"] == n_test
 
 
-def test_loss_weights_default_to_the_checkpoints(pretrained_ckpt, legacy_ckpt, tapt_run, synth_folds, tmp_path):
+def test_loss_weights_reference_or_the_checkpoints(pretrained_ckpt, legacy_ckpt, tapt_run, synth_folds, tmp_path):
     task = make_task(synth_folds / "fold1")
     crit = build_criterion(task, pretrained_ckpt)
+    # the reference's: diversity 0.1, no feature penalty, extra losses once per batch
+    assert (crit.infonce, crit.loss_weights, crit.extra_losses_per_frame) == (True, [0.1, 0.0], False)
+    crit = build_criterion(task, pretrained_ckpt, loss_weights=None)
     assert (crit.infonce, crit.loss_weights) == (True, [0.1, 10.0])
     assert crit.log_keys == ["prob_perplexity", "code_perplexity", "temp"]
     # a legacy file records them in its args namespace
     legacy = legacy_with_criterion(legacy_ckpt, tmp_path / "legacy.pt", [0.5, 2.0])
-    crit = build_criterion(task, legacy)
+    crit = build_criterion(task, legacy, loss_weights=None)
     assert (crit.infonce, crit.loss_weights, crit.log_keys) == (True, [0.5, 2.0], ["prob_perplexity", "temp"])
     # explicit values win; unset ones still come from the checkpoint
     crit = build_criterion(task, legacy, loss_weights=[1.0, 0.0])
     assert crit.loss_weights == [1.0, 0.0] and crit.log_keys == ["prob_perplexity", "temp"]
     # a TAPT checkpoint passes on the weights of the original pretraining
-    assert build_criterion(task, tapt_run[0]).loss_weights == [0.1, 10.0]
+    assert build_criterion(task, tapt_run[0], loss_weights=None).loss_weights == [0.1, 10.0]
 
 
 def test_tapt_model_continues_from_the_checkpoint(pretrained_ckpt, synth_folds):
     task = make_task(synth_folds / "fold1")
-    model = build_tapt(task, pretrained_ckpt, mask_prob=0.5)
+    model = build_tapt(task, pretrained_ckpt)
+    # the reference's TAPT by default: HF 4.10's masking, CNN at full gradient, temperature fixed at 1
+    cfg = model.w2v_model.cfg
+    assert (cfg.mask_prob, cfg.mask_length, cfg.feature_grad_mult) == (0.05, 10, 1.0)
+    model.set_num_updates(1000)
+    assert model.w2v_model.quantizer.curr_temp == 1.0
+    # null: the checkpoint's own pretraining settings (pretrain_tiny.yaml: 0.65, 0.1, 2 -> 0.5)
+    model = build_tapt(task, pretrained_ckpt, mask_prob=None, feature_grad_mult=None, latent_temp=None)
+    assert (model.w2v_model.cfg.mask_prob, model.w2v_model.cfg.feature_grad_mult) == (0.65, 0.1)
+    model = build_tapt(task, pretrained_ckpt, mask_prob=0.5, latent_temp=None)
     start = load_backbone(str(pretrained_ckpt))
     assert model.w2v_model.cfg.mask_prob == 0.5
     assert model.w2v_model.cfg.encoder_embed_dim == start.w2v_args.model.encoder_embed_dim
@@ -195,3 +212,36 @@ def test_bad_checkpoints_are_rejected(pretrained_ckpt, ctc_ckpt, synth_folds, tm
         build_tapt(task, ctc_ckpt)
     with pytest.raises(CheckpointError, match="pretrained with task.normalize=false .* set task.normalize=false"):
         build_tapt(make_task(synth_folds / "fold1", normalize=True), pretrained_ckpt)
+
+
+def test_tapt_without_a_quantizer_or_with_wrong_loss_weights_is_a_clear_error(pretrained_ckpt, synth_folds,
+                                                                             tmp_path):
+    task = make_task(synth_folds / "fold1")
+    state = torch.load(pretrained_ckpt, weights_only=True)
+    no_quantizer = tmp_path / "no_quantizer.pt"
+    cfg = dict(state["cfg"], model=dict(state["cfg"]["model"], quantize_targets=False))
+    weights = {k: v for k, v in state["model"].items() if not k.startswith("quantizer.")}
+    torch.save({**state, "cfg": cfg, "model": weights}, no_quantizer)
+    with pytest.raises(CheckpointError, match="no_quantizer.pt: .*no quantizer .*quantize_targets=false"):
+        build_tapt(task, no_quantizer)
+
+    model = build_tapt(task, pretrained_ckpt).train()
+    sample = {"id": torch.arange(2), "net_input": {"source": torch.randn(2, 16000) * 0.1}}
+    criterion = build_criterion(task, pretrained_ckpt, loss_weights=[0.1, 0.0, 1.0])
+    with pytest.raises(CheckpointError, match=r"checkpoint_last.pt: this model returns 2 extra loss\(es\) "
+                                              r"\(codebook diversity, feature penalty\) but criterion.loss_weights "
+                                              r"has 3"):
+        criterion(model, sample)
+    # the reference adds the diversity term once per batch; fairseq (per_frame) once per masked frame
+    from fairseq_ser.criterions.ser_wav2vec_tapt import _CheckedExtraLosses
+
+    net_output = model(**sample["net_input"])
+    frames = model.get_logits(net_output).size(0)
+    once, per_frame = (
+        _CheckedExtraLosses(model, build_criterion(task, pretrained_ckpt, extra_losses_per_frame=flag))
+        .get_extra_losses(net_output) for flag in (False, True))
+    assert len(once) == len(per_frame) == 2 and frames > 1
+    for a, b in zip(once, per_frame):
+        assert torch.allclose(a * frames, b)
+    _, _, log = build_criterion(task, pretrained_ckpt)(model, sample)
+    assert np.isfinite(log["loss"])

@@ -1,8 +1,11 @@
 """``ser_wav2vec2_tapt``: a pretrained wav2vec 2.0 whose self-supervised pretraining continues (TAPT).
 
 The model is rebuilt from the checkpoint's own config, so the user does not
-restate the architecture; only dropouts, masking and the quantizer's
-temperature schedule can be overridden. The whole pretraining model loads,
+restate the architecture; only dropouts, masking, the CNN's gradient scale
+and the quantizer's temperature schedule can be overridden. Their defaults
+are the reference's TAPT (HuggingFace 4.10 ``Wav2Vec2ForPreTraining`` with
+wav2vec2-base's config); null keeps the checkpoint's own pretraining value.
+The whole pretraining model loads,
 quantizer and projection heads included, and any missing or mis-shaped weight
 is an error. Forward, logits, targets and extra losses are the wrapped
 fairseq ``Wav2Vec2Model``'s, so fairseq's ``wav2vec`` criterion (and
@@ -22,7 +25,7 @@ from .pretrained import build_wav2vec2, load_backbone, load_backbone_weights
 
 logger = logging.getLogger(__name__)
 
-_KEEP = "; unset (null) keeps the checkpoint's value"
+_KEEP = "; null keeps the checkpoint's value"
 
 
 @dataclass
@@ -52,18 +55,25 @@ class SerWav2Vec2TaptConfig(FairseqDataclass):
     encoder_layerdrop: Optional[float] = field(
         default=None, metadata={"help": "probability of dropping a Transformer layer" + _KEEP})
     feature_grad_mult: Optional[float] = field(
-        default=None, metadata={"help": "gradient scale for the CNN feature encoder (0 freezes it)" + _KEEP})
+        default=1.0,
+        metadata={"help": "gradient scale for the CNN feature encoder, 0 freezes it (the reference "
+                  "trains it at full gradient: 1; wav2vec 2.0 pretrained with 0.1)" + _KEEP})
     mask_prob: Optional[float] = field(
-        default=None, metadata={"help": "probability of a frame starting a masked span" + _KEEP})
-    mask_length: Optional[int] = field(default=None, metadata={"help": "masked span length in frames" + _KEEP})
+        default=0.05,
+        metadata={"help": "an utterance of n frames gets mask_prob * n / mask_length masked spans, at "
+                  "least 2 (the reference's HF wav2vec2-base config: 0.05; wav2vec 2.0 pretrained "
+                  "with 0.65)" + _KEEP})
+    mask_length: Optional[int] = field(
+        default=10, metadata={"help": "masked span length in frames (the reference: 10)" + _KEEP})
     mask_channel_prob: Optional[float] = field(
         default=None, metadata={"help": "channel masking probability (wav2vec 2.0 pretrains with 0)" + _KEEP})
     mask_channel_length: Optional[int] = field(
         default=None, metadata={"help": "channel mask span" + _KEEP})
     latent_temp: Optional[Tuple[float, float, float]] = field(
-        default=None,
+        default=(1.0, 1.0, 1.0),
         metadata={"help": "Gumbel temperature of the quantizer (start, end, decay per update), "
-                  "counted from update 0 of this run" + _KEEP},
+                  "counted from update 0 of this run (the reference's HF 4.10 quantizer keeps 1; "
+                  "wav2vec 2.0 pretrained with 2 -> 0.5)" + _KEEP},
     )
 
 
@@ -84,6 +94,11 @@ class SerWav2Vec2Tapt(BaseFairseqModel):
         pretrained = None
         if cfg.w2v_args is None:
             pretrained = load_backbone(cfg.w2v_path)
+            if "final_proj.weight" in pretrained.weights and not pretrained.has_pretraining_modules:
+                raise CheckpointError(
+                    f"{cfg.w2v_path}: this wav2vec 2.0 checkpoint has no quantizer (it was pretrained "
+                    "with quantize_targets=false); TAPT continues the contrastive loss over quantized "
+                    "targets and its codebook diversity loss, which need one")
             if "final_proj.weight" not in pretrained.weights:
                 raise CheckpointError(
                     f"{cfg.w2v_path}: this {pretrained.source_model!r} checkpoint has no pretraining "
