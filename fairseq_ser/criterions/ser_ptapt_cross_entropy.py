@@ -30,27 +30,27 @@ class SerPtaptCrossEntropyCriterion(FairseqCriterion):
 
     def forward(self, model, sample, reduce=True):
         out = model(**sample["net_input"])
-        mask = out["mask"]
-        if out["padding_mask"] is not None:
-            mask = mask & ~out["padding_mask"]
+        # the model scores the masked, non-padded frames only: out["selected"] (B x T)
+        selected = out["selected"]
         loss = 0.0
         sample_size = 0
         logging_output = {}
         for k, (logits, target) in enumerate(zip(out["logits"], sample["target_list"])):
-            if logits.size(1) != target.size(1):
-                raise DataError(f"the model makes {logits.size(1)} frames of this batch but its labels "
+            if selected.shape != target.shape:
+                raise DataError(f"the model makes {selected.size(1)} frames of this batch but its labels "
                                 f"have {target.size(1)}; P-TAPT needs wav2vec 2.0's standard CNN "
                                 "(400-sample receptive field, 320-sample stride)")
             # label sets share the frames: every set is scored at the same masked frames
-            selected = mask & (target != LABEL_PAD)
-            picked = logits[selected].float()
             gold = target[selected]
+            keep = gold != LABEL_PAD
+            picked = logits[keep].float()
+            gold = gold[keep]
             loss = loss + F.cross_entropy(picked, gold, reduction="sum")
-            sample_size = int(selected.sum().item())
+            sample_size = int(keep.sum().item())
             logging_output[f"_correct_{k}"] = (picked.argmax(-1) == gold).sum().item()
             logging_output[f"_k_{k}"] = logits.size(-1)
         logging_output.update({
-            "loss": loss.item(),
+            "loss": float(loss),
             "sample_size": sample_size,
             "ntokens": sample_size,
             "nsentences": sample["nsentences"],

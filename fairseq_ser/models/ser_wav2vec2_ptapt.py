@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 import torch.nn as nn
+import torch.nn.functional as F
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import MISSING, open_dict
@@ -38,6 +39,11 @@ class SerWav2Vec2PtaptConfig(FairseqDataclass):
     freeze_feature_projection: bool = field(
         default=True, metadata={"help": "keep the feature projection after the CNN frozen"}
     )
+    freeze_mask_emb: bool = field(
+        default=True,
+        metadata={"help": "keep the learned mask embedding at its pretrained value (the "
+                  "reference does not train it); false trains it"},
+    )
     dropout: float = field(default=0.1, metadata={"help": "dropout in the Transformer"})
     attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
     activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
@@ -62,7 +68,8 @@ class SerWav2Vec2Ptapt(BaseFairseqModel):
         dim = backbone.cfg.encoder_embed_dim
         self.heads = nn.ModuleList(ClusterHead(dim, cfg.head_dim, k) for k in cluster_sizes)
         self.masking = Masking(prob=cfg.mask_prob, span=cfg.mask_length, min_masks=2)
-        freeze_frontend(backbone, feature_encoder=True, projection=cfg.freeze_feature_projection)
+        freeze_frontend(backbone, feature_encoder=True, projection=cfg.freeze_feature_projection,
+                        mask_emb=cfg.freeze_mask_emb)
 
     @classmethod
     def build_model(cls, cfg: SerWav2Vec2PtaptConfig, task):
@@ -80,4 +87,8 @@ class SerWav2Vec2Ptapt(BaseFairseqModel):
             source = normalize_waveform(source, padding_mask)
         # masked also in validation: the objective is only defined at masked frames
         x, frame_padding, _, time_mask = encode(self.backbone, source, padding_mask, self.masking)
-        return {"logits": [head(x) for head in self.heads], "mask": time_mask, "padding_mask": frame_padding}
+        selected = time_mask if frame_padding is None else time_mask & ~frame_padding
+        # the heads read ReLU of the encoder output (the reference's), and only at the
+        # scored frames: logits of every frame for K = 4096 would be B x T x 4096
+        reps = F.relu(x[selected])
+        return {"logits": [head(reps) for head in self.heads], "selected": selected}
