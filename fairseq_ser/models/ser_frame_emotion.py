@@ -7,8 +7,14 @@ like wav2vec 2.0's frames:
 
 - wav2vec 1.0 backbone (the paper's): CNN encoder (frozen), context network
   (trained), then a Conv1d(kernel 4, stride 2) + ReLU from 100 Hz to 50 Hz;
+  SpecAugment on the CNN output while training;
 - wav2vec 2.0 backbone: the Transformer output through Linear + ReLU to
-  ``frame_dim`` (or the Transformer output itself with ``frame_dim=0``).
+  ``frame_dim`` (or the Transformer output itself with ``frame_dim=0``);
+  SpecAugment on the projected features while training.
+
+Heads as in the reference (``PretrainedEmoClassifier``): Linear, tanh, Linear
+on every frame; BiLSTM, mean over the frames, ReLU, Linear, tanh, Linear per
+utterance.
 """
 
 import ast
@@ -28,7 +34,7 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import MISSING, open_dict
 
 from ..errors import CheckpointError
-from .masked_encoder import encode, frame_lengths, normalize_waveform
+from .masked_encoder import Masking, frame_lengths, normalize_waveform, project_features
 from .pooling import MeanPooling
 from .pretrained import (BACKBONE_PREFIXES, WAV2VEC1_MODELS, build_wav2vec2, checkpoint_config,
                          finetuning_overrides, freeze_frontend, load_backbone, load_backbone_weights,
@@ -62,13 +68,40 @@ class SerFrameEmotionConfig(FairseqDataclass):
                   "(wav2vec 1.0) or of a Linear on the Transformer output (wav2vec 2.0), both "
                   "followed by ReLU; 0 keeps the wav2vec 2.0 Transformer output (wav2vec 1.0 needs > 0)"},
     )
+    head_dim: int = field(
+        default=128,
+        metadata={"help": "hidden size of the frame head and of the utterance head, each Linear, "
+                  "tanh, Linear (the reference's LinearHead(512, 128, n)); 0: a single Linear each"},
+    )
     lstm_dim: int = field(default=256, metadata={"help": "hidden size of each direction of the utterance BiLSTM"})
     freeze_feature_encoder: bool = field(
         default=True,
         metadata={"help": "keep the CNN encoder frozen (wav2vec 1.0: feature_extractor, so only the "
                   "context network trains; wav2vec 2.0: CNN and feature projection)"},
     )
-    head_dropout: float = field(default=0.1, metadata={"help": "dropout on the frame features before both heads"})
+    apply_mask: bool = field(
+        default=True,
+        metadata={"help": "SpecAugment while training, masked values set to 0: wav2vec 1.0 on the CNN "
+                  "output (100 Hz, before the context network), wav2vec 2.0 on the projected "
+                  "features (50 Hz, before the Transformer); frame features at evaluation are unmasked"},
+    )
+    mask_prob: float = field(
+        default=0.08,
+        metadata={"help": "time masking: an utterance of n frames gets max(2, int(mask_prob * n / "
+                  "mask_length + U)) spans (U uniform in [0, 1)) at distinct random starts; spans may "
+                  "overlap; 0 disables time masking"},
+    )
+    mask_length: int = field(
+        default=15, metadata={"help": "time mask span in frames of the masked features (10 ms for "
+                                      "wav2vec 1.0, 20 ms for wav2vec 2.0)"}
+    )
+    mask_channel_prob: float = field(
+        default=0.05,
+        metadata={"help": "channel masking: max(1, int(mask_channel_prob * C / mask_channel_length + U)) "
+                  "spans of mask_channel_length of the C channels per utterance (exactly one at C = "
+                  "512 or 768); 0 disables channel masking"},
+    )
+    mask_channel_length: int = field(default=64, metadata={"help": "channel mask span"})
     dropout: float = field(default=0.1, metadata={"help": "wav2vec 2.0 only: dropout in the Transformer"})
     attention_dropout: float = field(
         default=0.1, metadata={"help": "wav2vec 2.0 only: dropout on attention weights"}
@@ -91,6 +124,16 @@ def num_frames(num_samples: int) -> int:
 
 def is_wav2vec1(w2v_args) -> bool:
     return w2v_args.model.get("_name") in WAV2VEC1_MODELS
+
+
+def zero_masked(x: torch.Tensor, masking: Optional[Masking], lengths, time_dim: int) -> torch.Tensor:
+    """``x`` (time on ``time_dim``, 1 or 2, channels on the other) with time and channel masks set to 0."""
+    if masking is None:
+        return x
+    channel_dim = 3 - time_dim
+    time, channels = masking.draw(lengths, x.size(time_dim), x.size(channel_dim))
+    mask = time.to(x.device).unsqueeze(channel_dim) | channels.to(x.device).unsqueeze(time_dim)
+    return x.masked_fill(mask, 0.0)
 
 
 class Wav2Vec1Frames(nn.Module):
@@ -122,7 +165,7 @@ class Wav2Vec1Frames(nn.Module):
         # (samples 320k..320k+400): 2 for wav2vec 1.0 large's 465-sample receptive field
         self.left_pad = max(0, round((40 + field_ / 2) / W2V1_HOP))
 
-    def forward(self, source, padding_mask):
+    def forward(self, source, padding_mask, masking: Optional[Masking] = None):
         """``(B, T, frame_dim)`` features and the frame padding mask (None when no row is padded)."""
         lengths = [source.size(1)] * source.size(0) if padding_mask is None else (~padding_mask).sum(-1).tolist()
         # group norm in both networks spans the whole time axis: padding would change
@@ -132,7 +175,7 @@ class Wav2Vec1Frames(nn.Module):
             groups.setdefault(int(n), []).append(row)
         rows_out: List[Optional[torch.Tensor]] = [None] * len(lengths)
         for n, rows in groups.items():
-            for row, y in zip(rows, self._frames(source[rows, :n], n)):
+            for row, y in zip(rows, self._frames(source[rows, :n], n, masking)):
                 rows_out[row] = y
         counts = [y.size(0) for y in rows_out]
         total = max(counts)
@@ -142,7 +185,7 @@ class Wav2Vec1Frames(nn.Module):
         positions = torch.arange(total, device=x.device)
         return x, positions.unsqueeze(0) >= torch.tensor(counts, device=x.device).unsqueeze(1)
 
-    def _frames(self, wav, n):
+    def _frames(self, wav, n, masking):
         if n < self.receptive_field:  # clips shorter than one 100 Hz frame
             wav = F.pad(wav, (0, self.receptive_field - n))
         w2v = self.w2v
@@ -150,12 +193,22 @@ class Wav2Vec1Frames(nn.Module):
             features = w2v.feature_extractor(wav)
             if w2v.vector_quantizer is not None:
                 features = w2v.vector_quantizer(features)["x"]
-        context = w2v.dropout_agg(w2v.feature_aggregator(w2v.dropout_feats(features)))
+        # the reference's recipe: SpecAugment on the CNN output z, then the context network
+        # alone (wav2vec 1.0's own dropout_feats / dropout_agg are not applied)
+        features = zero_masked(features, masking, [features.size(-1)] * features.size(0), time_dim=2)
+        context = w2v.feature_aggregator(features)
         k = max(1, num_frames(n))
         # replicate frames at the edges so that the conv yields exactly wav2vec 2.0's frame count
         right = max(0, 2 * k + 2 - self.left_pad - context.size(-1))
         context = F.pad(context, (self.left_pad, right), mode="replicate")
         return F.relu(self.downsample(context))[..., :k].transpose(1, 2)
+
+
+def linear_head(dim: int, hidden: int, num_classes: int) -> nn.Module:
+    """Linear, tanh, Linear (the reference's ``LinearHead``); a single Linear when ``hidden`` is 0."""
+    if hidden <= 0:
+        return nn.Linear(dim, num_classes)
+    return nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, num_classes))
 
 
 @register_model(MODEL_NAME, dataclass=SerFrameEmotionConfig)
@@ -174,12 +227,18 @@ class SerFrameEmotionModel(BaseFairseqModel):
             self.project = nn.Linear(embed, cfg.frame_dim) if cfg.frame_dim > 0 else None
             dim = cfg.frame_dim if cfg.frame_dim > 0 else embed
             freeze_frontend(backbone, cfg.freeze_feature_encoder, cfg.freeze_feature_encoder)
+        # the reference masks wav2vec 1.0's z with zeros (it has no mask embedding); the
+        # wav2vec 2.0 option (ours) masks its projected features the same way, so that
+        # both backbones train under one augmentation; per-utterance span counts (at
+        # least 2) also cover padded batches, where the reference's batches are never padded
+        self.masking = Masking(prob=cfg.mask_prob, span=cfg.mask_length, min_masks=2 if cfg.mask_prob > 0 else 0,
+                               channel_prob=cfg.mask_channel_prob, channel_span=cfg.mask_channel_length,
+                               channel_min_masks=1, rule="min_spans")
         self.frame_dim = dim
-        self.head_dropout = nn.Dropout(cfg.head_dropout)
-        self.frame_head = nn.Linear(dim, num_classes)
+        self.frame_head = linear_head(dim, cfg.head_dim, num_classes)
         self.lstm = nn.LSTM(dim, cfg.lstm_dim, batch_first=True, bidirectional=True)
         self.pooling = MeanPooling()
-        self.utterance_head = nn.Linear(2 * cfg.lstm_dim, num_classes)
+        self.utterance_head = linear_head(2 * cfg.lstm_dim, cfg.head_dim, num_classes)
 
     @classmethod
     def build_model(cls, cfg: SerFrameEmotionConfig, task):
@@ -209,27 +268,36 @@ class SerFrameEmotionModel(BaseFairseqModel):
         normalize = bool(cfg.w2v_args.get("task", {}).get("normalize", False))
         return cls(cfg, backbone, len(cfg.class_names), normalize)
 
-    def extract_frame_features(self, source, padding_mask=None):
-        """Frame features ``(B, T, frame_dim)`` at 50 Hz and their padding mask (None when unpadded)."""
+    def extract_frame_features(self, source, padding_mask=None, masking: Optional[Masking] = None):
+        """Frame features ``(B, T, frame_dim)`` at 50 Hz and their padding mask (None when unpadded).
+
+        Unmasked unless ``masking`` is given (``forward`` gives it while training).
+        """
         if self.normalize_input:
             source = normalize_waveform(source, padding_mask)
         if self.wav2vec1:
-            return self.backbone(source, padding_mask)
-        x, frame_padding, _, _ = encode(self.backbone, source, padding_mask, None)
+            return self.backbone(source, padding_mask, masking)
+        x, frame_padding = project_features(self.backbone, source, padding_mask)
+        # masked_encoder.encode fills time masks with the learned mask embedding; here they are zeroed
+        x = zero_masked(x, masking, frame_lengths(x, frame_padding), time_dim=1)
+        x, _ = self.backbone.encoder(x, padding_mask=frame_padding, layer=None)
         if self.project is not None:
             x = F.relu(self.project(x))
         return x, frame_padding
 
     def forward(self, source, padding_mask=None, **kwargs):
-        features, frame_padding = self.extract_frame_features(source, padding_mask)
-        x = self.head_dropout(features)
-        lengths = frame_lengths(x, frame_padding)
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        hidden, _ = self.lstm(packed)
-        hidden, _ = nn.utils.rnn.pad_packed_sequence(hidden, batch_first=True, total_length=x.size(1))
+        masking = self.masking if self.training and self.cfg.apply_mask else None
+        x, frame_padding = self.extract_frame_features(source, padding_mask, masking)
+        if frame_padding is None:
+            hidden, _ = self.lstm(x)
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(x, frame_lengths(x, frame_padding), batch_first=True,
+                                                       enforce_sorted=False)
+            hidden, _ = self.lstm(packed)
+            hidden, _ = nn.utils.rnn.pad_packed_sequence(hidden, batch_first=True, total_length=x.size(1))
         return {
             "frame_logits": self.frame_head(x),
-            "utterance_logits": self.utterance_head(self.pooling(hidden, frame_padding)),
+            "utterance_logits": self.utterance_head(F.relu(self.pooling(hidden, frame_padding))),
             "frame_padding": frame_padding,
         }
 
