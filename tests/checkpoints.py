@@ -1,35 +1,88 @@
 """Tiny wav2vec 2.0 checkpoints in the layouts users bring, made with fairseq itself.
 
 The cfg-layout pretraining checkpoint comes from a real fairseq-hydra-train
-run of fairseq's audio_pretraining task (see conftest); the others are derived
-from it the way fairseq wrote them.
+run of fairseq's audio_pretraining task (see conftest), or, where training
+does not matter, from :func:`make_wav2vec2` (the same model, untrained); the
+others are derived from it the way fairseq wrote them over its versions.
 """
 
 import argparse
+import contextlib
+import sys
+import types
+from collections import OrderedDict
+from pathlib import Path
 
 import torch
 
+CONFIG = Path(__file__).resolve().parents[1] / "config"
 
-def to_legacy_args_layout(cfg_ckpt: str, out: str, with_meters: bool = True) -> str:
-    """Rewrite a cfg-layout pretraining checkpoint in the legacy layout of ``wav2vec_small.pt``.
 
-    The config becomes one flat ``argparse.Namespace`` (``args``) as fairseq
-    0.9/0.10 saved it; with ``with_meters``, ``extra_state`` also pickles
-    fairseq meter objects, which ``weights_only`` loading refuses.
+def make_wav2vec2(out: str, seed: int = 0) -> str:
+    """config/pretrain_tiny.yaml's wav2vec 2.0, untrained, saved as fairseq 0.12's trainer saves a checkpoint.
+
+    ``cfg`` is the full resolved config as a plain dict (``trainer.state_dict``),
+    with the trainer's ``optimizer_history``, ``task_state`` and ``extra_state``.
     """
-    state = torch.load(cfg_ckpt, map_location="cpu", weights_only=True)
-    cfg = state["cfg"]
+    from fairseq.dataclass.configs import FairseqConfig
+    from fairseq.dataclass.utils import merge_with_parent
+    from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
+    from fairseq.tasks.audio_pretraining import AudioPretrainingConfig
+    from omegaconf import OmegaConf, open_dict
+
+    tiny = OmegaConf.load(CONFIG / "pretrain_tiny.yaml")
+    model_cfg = merge_with_parent(Wav2Vec2Config(), tiny.model)
+    torch.manual_seed(seed)
+    model = Wav2Vec2Model(model_cfg)
+    root = OmegaConf.structured(FairseqConfig())
+    with open_dict(root):
+        root.task = merge_with_parent(AudioPretrainingConfig(), OmegaConf.merge(tiny.task, {"data": "."}))
+        root.model = model_cfg
+        root.criterion = tiny.criterion
+    cfg = OmegaConf.to_container(root, resolve=True, enum_to_str=True)
+    state = {
+        "args": None,
+        "cfg": cfg,
+        "model": model.state_dict(),
+        "criterion": None,
+        "optimizer_history": [{"criterion_name": "Wav2vecCriterion", "optimizer_name": "FairseqAdam",
+                               "lr_scheduler_state": {"best": None}, "num_updates": 0}],
+        "task_state": {},
+        "extra_state": {"metrics": {}, "previous_training_time": 0.0, "val_loss": None,
+                        "train_iterator": {"version": 2, "epoch": 1, "iterations_in_epoch": 0, "shuffle": True}},
+    }
+    torch.save(state, out)
+    return out
+
+
+def _legacy_args(cfg: dict, **names) -> argparse.Namespace:
+    """A cfg-layout config flattened into one ``argparse.Namespace``, as fairseq <= 0.10 saved ``args``."""
     flat = {}
     for section in ("common", "checkpoint", "dataset", "optimization", "task", "model"):
         for key, value in (cfg.get(section) or {}).items():
             if key != "_name":
                 flat[key] = value
-    args = argparse.Namespace(
-        **flat, arch="wav2vec2", task="audio_pretraining", criterion="wav2vec",
-        optimizer="adam", lr_scheduler="polynomial_decay",
-    )
+    return argparse.Namespace(**{**flat, **names})
+
+
+def to_legacy_args_layout(cfg_ckpt: str, out: str, with_meters: bool = True, meters: str = "logging") -> str:
+    """Rewrite a cfg-layout pretraining checkpoint in the legacy layout of ``wav2vec_small.pt``.
+
+    The config becomes one flat ``argparse.Namespace`` (``args``) as fairseq
+    0.9/0.10 saved it; with ``with_meters``, ``extra_state`` also pickles
+    fairseq meter objects, which torch's plain ``weights_only`` loading refuses:
+    ``meters="logging"`` one ``fairseq.logging.meters.AverageMeter``,
+    ``meters="fairseq08"`` the ``train_meters`` of fairseq <= 0.8 (the
+    ``wav2vec_large.pt`` era), pickled from the ``fairseq.meters`` module
+    fairseq has since removed.
+    """
+    state = torch.load(cfg_ckpt, map_location="cpu", weights_only=True)
+    args = _legacy_args(state["cfg"], arch="wav2vec2", task="audio_pretraining", criterion="wav2vec",
+                        optimizer="adam", lr_scheduler="polynomial_decay")
     extra = {"epoch": 1, "batch_offset": 0, "val_loss": None}
-    if with_meters:
+    if with_meters and meters == "fairseq08":
+        extra["train_meters"] = _fairseq08_meters()
+    elif with_meters:
         from fairseq.logging.meters import AverageMeter
 
         meter = AverageMeter()
@@ -43,7 +96,99 @@ def to_legacy_args_layout(cfg_ckpt: str, out: str, with_meters: bool = True) -> 
         "extra_state": extra,
         "last_optimizer_state": None,
     }
-    torch.save(legacy, out)
+    with _fairseq08_meters_module() if with_meters and meters == "fairseq08" else contextlib.nullcontext():
+        torch.save(legacy, out)
+    return out
+
+
+class _fairseq08_meters_module:
+    """``fairseq.meters`` as fairseq 0.8 had it, present while its meters are pickled by name."""
+
+    def __enter__(self):
+        sys.modules["fairseq.meters"] = _FAIRSEQ08_METERS
+        return self
+
+    def __exit__(self, *exc):
+        del sys.modules["fairseq.meters"]
+        return False
+
+
+def _old_meter(name: str, fields: dict):
+    # fairseq 0.8's meters: plain classes whose __init__ / reset set these attributes
+    def __init__(self):
+        self.__dict__.update(fields)
+
+    cls = type(name, (object,), {"__init__": __init__, "__module__": "fairseq.meters"})
+    cls.__qualname__ = name
+    return cls
+
+
+_FAIRSEQ08_METERS = types.ModuleType("fairseq.meters")
+for _name, _fields in (("AverageMeter", {"val": 0, "avg": 0, "sum": 0, "count": 0}),
+                       ("TimeMeter", {"init": 0, "start": 0.0, "n": 0}),
+                       ("StopwatchMeter", {"sum": 0, "n": 0, "start_time": None})):
+    setattr(_FAIRSEQ08_METERS, _name, _old_meter(_name, _fields))
+
+
+def _fairseq08_meters() -> OrderedDict:
+    """``Trainer.meters`` of fairseq 0.8 (init_meters), as save_checkpoint put them in ``extra_state``."""
+    m = _FAIRSEQ08_METERS
+    meters = OrderedDict()
+    for key in ("train_loss", "train_nll_loss", "valid_loss", "valid_nll_loss", "wpb", "bsz", "gnorm", "clip", "oom"):
+        meters[key] = m.AverageMeter()
+    meters["train_loss"].__dict__.update(val=2.5, avg=2.75, sum=11.0, count=4)
+    for key in ("wps", "ups", "wall"):
+        meters[key] = m.TimeMeter()
+    meters["train_wall"] = m.StopwatchMeter()
+    return meters
+
+
+def to_hydra_era_layout(cfg_ckpt: str, out: str, best: float = 1.25) -> str:
+    """Rewrite a cfg-layout checkpoint as fairseq 1.0.0a0 (late 2020 on, XLS-R era) saved it.
+
+    checkpoint_utils.save_state stored the config object itself: the
+    unstructured, struct-flagged DictConfig that fairseq_cli/hydra_train.py
+    re-creates from a resolved container (so AnyNode values, lists as
+    ListConfig). The best validation score is an ``np.float64``, as
+    fairseq's meters keep it when a task logs numpy values, in
+    ``extra_state["best"]`` and the lr scheduler's state.
+    """
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    state = torch.load(cfg_ckpt, map_location="cpu", weights_only=True)
+    cfg = OmegaConf.create(state["cfg"])
+    OmegaConf.set_struct(cfg, True)
+    state["cfg"] = cfg
+    state["extra_state"] = dict(state.get("extra_state") or {}, best=np.float64(best), val_loss=np.float64(best))
+    history = state.get("optimizer_history") or [{"criterion_name": "Wav2vecCriterion", "num_updates": 0}]
+    history[-1]["lr_scheduler_state"] = {"best": np.float64(best)}
+    state["optimizer_history"] = history
+    torch.save(state, out)
+    return out
+
+
+def to_legacy_finetuned_layout(cfg_ckpt: str, out: str) -> str:
+    """A fairseq 0.10 CTC fine-tuned checkpoint (``wav2vec_small_960h.pt``) on ``cfg_ckpt``'s backbone.
+
+    ``args`` is flat (``arch="wav2vec_ctc"``) and holds the pretraining run's
+    own flat ``args`` as ``w2v_args``, as Wav2VecEncoder stored them.
+    """
+    state = torch.load(cfg_ckpt, map_location="cpu", weights_only=True)
+    w2v_args = _legacy_args(state["cfg"], arch="wav2vec2", task="audio_pretraining", criterion="wav2vec",
+                            optimizer="adam", lr_scheduler="polynomial_decay")
+    args = argparse.Namespace(arch="wav2vec_ctc", task="audio_pretraining", criterion="ctc", optimizer="adam",
+                              lr_scheduler="tri_stage", w2v_path="/checkpoint/wav2vec_small.pt",
+                              w2v_args=w2v_args, normalize=False, data=".", labels="ltr", apply_mask=True,
+                              mask_prob=0.5, feature_grad_mult=0.0, final_dropout=0.0, max_update=20000)
+    weights = {f"w2v_encoder.w2v_model.{k}": v for k, v in state["model"].items()}
+    dim = state["model"]["encoder.layer_norm.weight"].shape[0]
+    weights.update({"w2v_encoder.proj.weight": torch.zeros(32, dim), "w2v_encoder.proj.bias": torch.zeros(32)})
+    torch.save({"args": args, "model": weights, "optimizer_history": [
+        {"criterion_name": "CtcCriterion", "optimizer_name": "FairseqAdam",
+         "lr_scheduler_state": {"best": 0.5}, "num_updates": 20000}],
+        "extra_state": {"metrics": {}, "train_iterator": {"epoch": 10}, "val_loss": 0.5},
+        "last_optimizer_state": None}, out)
     return out
 
 
@@ -70,8 +215,9 @@ def make_ctc_finetuned(cfg_ckpt: str, out: str) -> str:
     full_cfg = {"model": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
                 "task": OmegaConf.to_container(root.task)}
     full_cfg["model"]["_name"] = "wav2vec_ctc"
+    # task_state: fairseq's trainer saves audio_finetuning's target dictionary object there
     torch.save({"args": None, "cfg": full_cfg, "model": model.state_dict(),
-                "optimizer_history": [], "extra_state": {}}, out)
+                "optimizer_history": [], "task_state": {"target_dictionary": letters}, "extra_state": {}}, out)
     return out
 
 

@@ -8,7 +8,7 @@ little-endian header length N, N bytes of JSON mapping each tensor name to its
 ``dtype``, ``shape`` and ``data_offsets`` (a byte range counted from the end of
 the header; an optional ``__metadata__`` entry holds strings), then the raw
 little-endian data. ``pytorch_model.bin`` is a torch pickle of tensors, read
-with ``weights_only`` unpickling.
+by :func:`.safe_load.load_checkpoint_file` (``weights_only`` unpickling).
 """
 
 import json
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from .safe_load import load_checkpoint_file
 
 SAFETENSORS = "model.safetensors"
 PYTORCH_BIN = "pytorch_model.bin"
@@ -69,12 +70,10 @@ def read_weights(paths: List[str]) -> Dict[str, torch.Tensor]:
 
 
 def read_torch_bin(path: str) -> Dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        text = str(e).strip().splitlines()
-        raise CheckpointError(f"{path}: cannot read PyTorch weights ({text[0] if text else type(e).__name__})")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    # the one safe loader of user files: a pickle beyond tensors is refused (or, with the
+    # user's opt-in, loaded), with the same message and switch as fairseq checkpoints
+    state = load_checkpoint_file(path)
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a PyTorch state dict (expected a mapping of names to tensors)")
     return {name: _as_float32(t) for name, t in state.items()}
 

@@ -23,7 +23,6 @@ fairseq's ``Wav2Vec2Model``.
 import argparse
 import logging
 import os
-import pickle
 import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
@@ -32,6 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..errors import CheckpointError
+from .safe_load import load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +73,12 @@ class PretrainedBackbone:
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
-    """``torch.load`` a fairseq checkpoint onto the CPU, legacy layouts included (or convert a HuggingFace folder).
+    """Load a fairseq checkpoint onto the CPU, legacy layouts included (or convert a HuggingFace folder).
 
-    torch >= 2.6 loads with ``weights_only=True``, which refuses the
-    ``argparse.Namespace`` of legacy checkpoints; that one class is allowed
-    explicitly. Older files may also pickle other objects (fairseq meters in
-    ``extra_state``): those are loaded with full unpickling, with a warning,
-    because a user-supplied checkpoint is a file the user chose to trust.
+    The file is read by :func:`.safe_load.load_checkpoint_file`: with
+    ``weights_only`` unpickling and the classes released fairseq checkpoints
+    pickle (legacy ``argparse.Namespace`` args, old meters, configs); anything
+    else is refused unless the user opts in with ``FAIRSEQ_SER_TRUST_CHECKPOINTS=1``.
     """
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -91,21 +90,8 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
             return convert_hf_folder(path).state
         raise CheckpointError(f"{path}: is a folder, expected a fairseq checkpoint file (.pt) or a "
                               "HuggingFace wav2vec2 folder (config.json and model weights)")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights_only" not in str(e) and "Weights only" not in str(e):
-            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(e)})")
-        logger.warning("%s: holds pickled objects beyond tensors and configs; loading it with "
-                       "full unpickling (only do this with files you trust)", path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e2:
-            raise CheckpointError(f"{path}: cannot load checkpoint ({_first_line(e2)})")
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(e)})")
-    if not isinstance(state, dict) or "model" not in state:
+    state = load_checkpoint_file(path)
+    if "model" not in state:
         raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' weights in it)")
     return state
 
@@ -124,6 +110,16 @@ def checkpoint_config(state: Dict[str, Any], path: str) -> DictConfig:
 def _namespace_to_config(args: argparse.Namespace, path: str) -> DictConfig:
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
+    inner = getattr(args, "w2v_args", None)
+    if isinstance(inner, argparse.Namespace):
+        # fairseq 0.10 fine-tuned checkpoints (wav2vec_small_960h.pt) nest the pretraining
+        # run's flat args; fairseq's converter cannot override the nested config, so the
+        # two are converted one at a time
+        outer = _namespace_to_config(argparse.Namespace(**{k: v for k, v in vars(args).items()
+                                                            if k != "w2v_args"}), path)
+        with open_dict(outer):
+            outer.model.w2v_args = _namespace_to_config(inner, path)
+        return outer
     try:
         # fairseq converts through Hydra's compose API, which warns about its own deprecations
         with warnings.catch_warnings():
