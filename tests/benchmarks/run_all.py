@@ -17,7 +17,7 @@ sys.path.insert(0, str(HERE))
 from common import machine_description  # noqa: E402
 
 # in the order they run; each is HERE/bench_<name>.py
-BENCHMARKS = ["kmeans", "pseudo_label_memory", "batching", "inference", "gpu"]
+BENCHMARKS = ["kmeans", "pseudo_label_memory", "batching", "inference", "gpu", "base_size", "masking"]
 
 
 def main(argv=None):
