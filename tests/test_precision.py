@@ -6,13 +6,13 @@ bfloat16, and every float32 tensor of a sample with them. Two layers:
 - in-process, each model with its criterion cast the way the trainer casts
   them computes a finite loss close to its float32 loss, and no criterion
   holds a floating buffer the cast would change;
-- the real commands: TAPT, P-TAPT and V-FT from the P-TAPT checkpoint train
-  under ``common.bf16=true`` with finite losses, and ``evaluate`` and
-  ``predict`` read the bf16-trained classifier. (Stage 1 under bf16, both backbones, and
-  pseudo-labels from it: tests/test_ptapt_stage1.py.)
+- the real commands run under ``common.bf16=true`` in the end-to-end tests
+  of each stage, with :func:`assert_finite_training`: TAPT
+  (tests/test_tapt.py), stage 1 on both backbones and pseudo-labels from it
+  (tests/test_ptapt_stage1.py), P-TAPT, V-FT from its checkpoint, and
+  ``evaluate`` and ``predict`` on that classifier (tests/test_ptapt.py).
 """
 
-import json
 import math
 import re
 from types import SimpleNamespace
@@ -24,10 +24,7 @@ from fairseq.dataclass.utils import merge_with_parent
 from omegaconf import OmegaConf
 
 import fairseq_ser
-from conftest import CPU_VFT, run_command
 from test_model import build_classifier, make_task
-from test_ptapt import write_random_labels
-from test_tapt import CPU_TAPT
 
 fairseq_ser.register()
 
@@ -151,53 +148,3 @@ def assert_finite_training(proc, what):
     assert losses, f"{what}: no loss in the log\n{log[-3000:]}"
     assert all(math.isfinite(v) for v in losses), f"{what}: non-finite losses {losses}"
     assert "bf16" in log or "bfloat16" in log.lower() or "'bf16': True" in log, f"{what}: did not run in bf16"
-
-
-@pytest.fixture(scope="module")
-def bf16_chain(pretrained_ckpt, synth_folds, tmp_path_factory):
-    """TAPT, P-TAPT, then V-FT from the P-TAPT checkpoint, each under common.bf16=true."""
-    fold = synth_folds / "fold1"
-    work = tmp_path_factory.mktemp("bf16")
-    runs = {}
-    runs["tapt"] = run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "tapt",
-                                f"task.data={fold}", f"model.w2v_path={pretrained_ckpt}",
-                                f"checkpoint.save_dir={work / 'tapt'}", *CPU_TAPT, *BF16])
-    labels = write_random_labels(fold, work / "labels")
-    runs["ptapt"] = run_command([
-        "fairseq-hydra-train", "--config-dir", "config", "--config-name", "ptapt",
-        f"task.data={fold}", f"task.label_dir={labels}", "task.cluster_labels=[km4,km8]",
-        f"model.w2v_path={pretrained_ckpt}", f"checkpoint.save_dir={work / 'ptapt'}",
-        "common.cpu=true", "common.log_interval=1", "dataset.num_workers=0", "dataset.max_tokens=160000",
-        "optimization.max_update=4", "lr_scheduler.warmup_updates=1", *BF16])
-    runs["vft"] = run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "vft",
-                               f"task.data={fold}", f"model.w2v_path={work / 'ptapt' / 'checkpoint_last.pt'}",
-                               f"checkpoint.save_dir={work / 'vft'}", *CPU_VFT, *BF16])
-    return SimpleNamespace(fold=fold, work=work, runs=runs)
-
-
-@pytest.mark.parametrize("stage", ["tapt", "ptapt", "vft"])
-def test_stage_trains_in_bf16_through_the_command(bf16_chain, stage):
-    assert_finite_training(bf16_chain.runs[stage], stage)
-
-
-def test_evaluate_and_predict_read_the_bf16_trained_classifier(bf16_chain, tmp_path):
-    best = bf16_chain.work / "vft" / "checkpoint_best.pt"
-    state = torch.load(best, weights_only=True)
-    dtypes = {v.dtype for v in state["model"].values() if v.is_floating_point()}
-    # fairseq moves checkpoints to the CPU in float32 (utils.move_to_cpu), whatever the training precision
-    assert dtypes == {torch.float32}, dtypes
-    assert state["cfg"]["common"]["bf16"] is True
-
-    results = tmp_path / "eval"
-    run_command(["fairseq-ser", "evaluate", bf16_chain.fold, "--path", best, "--gen-subset", "test",
-                 "--results-path", results])
-    metrics = json.loads((results / "metrics.json").read_text())
-    assert 0.0 <= metrics["ua"] <= 1.0 and np.isfinite(metrics["macro_f1"])
-
-    out = tmp_path / "pred.jsonl"
-    root = (bf16_chain.fold / "test.tsv").read_text().splitlines()[0]
-    first = (bf16_chain.fold / "test.tsv").read_text().splitlines()[1].split("\t")[0]
-    run_command(["fairseq-ser", "predict", best, f"{root}/{first}", "--output", out])
-    entry = json.loads(out.read_text().splitlines()[0])
-    probs = entry["probabilities"]
-    assert abs(sum(probs.values()) - 1.0) < 1e-3 and all(np.isfinite(v) for v in probs.values())

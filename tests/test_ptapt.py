@@ -1,5 +1,6 @@
 """P-TAPT step 3: frame-label dataset, training through the real command, V-FT from its checkpoint."""
 
+import json
 import re
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from conftest import CPU_VFT, run_command
+from test_precision import BF16, assert_finite_training
 from fairseq_ser.data.frame_label_dataset import FrameLabelDataset, cnn_frames, read_frame_labels
 from fairseq_ser.data.manifest import Manifest, read_manifest
 from fairseq_ser.errors import DataError
@@ -94,9 +96,10 @@ def test_whole_chain_through_the_commands(pretrained_ckpt, synth_folds, tmp_path
         "fairseq-hydra-train", "--config-dir", "config", "--config-name", "ptapt",
         f"task.data={fold}", f"task.label_dir={labels}", "task.cluster_labels=[km4,km8]",
         f"model.w2v_path={pretrained_ckpt}", f"checkpoint.save_dir={save}",
-        "common.cpu=true", "common.fp16=false", "common.log_interval=1", "dataset.num_workers=0",
-        "dataset.max_tokens=160000", "optimization.max_update=4", "dataset.validate_interval_updates=2",
+        "common.cpu=true", "common.log_interval=1", "dataset.num_workers=0",
+        "dataset.max_tokens=160000", "optimization.max_update=4", "dataset.validate_interval_updates=2", *BF16,
     ])
+    assert_finite_training(proc, "ptapt")
     log = proc.stdout + proc.stderr
     assert "acc_km4" in log and "acc_km8" in log and "masked_frames" in log
     state = torch.load(save / "checkpoint_last.pt", weights_only=True)
@@ -105,13 +108,27 @@ def test_whole_chain_through_the_commands(pretrained_ckpt, synth_folds, tmp_path
     assert state["model"]["heads.1.2.weight"].shape == (8, 256)
 
     vft = tmp_path / "vft"
-    run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "vft",
-                 f"task.data={fold}", f"model.w2v_path={save / 'checkpoint_last.pt'}",
-                 f"checkpoint.save_dir={vft}", *CPU_VFT])
-    clf = torch.load(vft / "checkpoint_best.pt", weights_only=True)
+    proc = run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "vft",
+                        f"task.data={fold}", f"model.w2v_path={save / 'checkpoint_last.pt'}",
+                        f"checkpoint.save_dir={vft}", *CPU_VFT, *BF16])
+    assert_finite_training(proc, "vft")
+    best = vft / "checkpoint_best.pt"
+    clf = torch.load(best, weights_only=True)
     assert not any(k.startswith("heads.") for k in clf["model"])
-    proc = run_command(["fairseq-ser", "evaluate", fold, "--path", vft / "checkpoint_best.pt"])
+    # fairseq moves checkpoints to the CPU in float32 (utils.move_to_cpu), whatever the training precision
+    assert clf["cfg"]["common"]["bf16"] is True
+    assert {v.dtype for v in clf["model"].values() if v.is_floating_point()} == {torch.float32}
+    # evaluate and predict read the bf16-trained classifier
+    results = tmp_path / "eval"
+    proc = run_command(["fairseq-ser", "evaluate", fold, "--path", best, "--results-path", results])
     assert "UA" in proc.stdout
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert 0.0 <= metrics["ua"] <= 1.0 and np.isfinite(metrics["macro_f1"])
+    lines = (fold / "test.tsv").read_text().splitlines()
+    out = tmp_path / "pred.jsonl"
+    run_command(["fairseq-ser", "predict", best, f"{lines[0]}/{lines[1].split(chr(9))[0]}", "--output", out])
+    probs = json.loads(out.read_text().splitlines()[0])["probabilities"]
+    assert abs(sum(probs.values()) - 1.0) < 1e-3 and all(np.isfinite(v) for v in probs.values())
 
     # V-FT starts from the P-TAPT weights, not from the original checkpoint's
     from test_model import build_classifier, make_task

@@ -15,6 +15,7 @@ from fairseq_ser.models.pretrained import load_backbone
 from fairseq_ser.models.safe_load import load_checkpoint_file
 
 from conftest import CPU_VFT, run_command
+from test_precision import assert_finite_training
 
 fairseq_ser.register()
 
@@ -125,8 +126,11 @@ def test_tapt_checkpoint_holds_every_pretraining_weight(tapt_run, pretrained_ckp
 
 def test_tapt_from_legacy_checkpoint(legacy_ckpt, synth_folds, tmp_path):
     save = tmp_path / "tapt_legacy"
-    proc = train_tapt(synth_folds / "fold2", legacy_ckpt, save, extra=["criterion.loss_weights=[0.2,5]"])
+    # under fairseq's bf16 training, the CPU stand-in for the GPU configs' fp16
+    proc = train_tapt(synth_folds / "fold2", legacy_ckpt, save,
+                      extra=["criterion.loss_weights=[0.2,5]", "common.bf16=true"])
     assert "TAPT loss: infonce=True loss_weights=[0.2, 5.0]" in proc.stdout + proc.stderr
+    assert_finite_training(proc, "tapt")
     tapt = load_backbone(str(save / "checkpoint_last.pt"))
     assert tapt.source_model == "ser_wav2vec2_tapt" and tapt.has_pretraining_modules
     start = load_backbone(str(legacy_ckpt)).weights
