@@ -162,6 +162,9 @@ class Masking:
     channel_span: int = 64
     channel_min_masks: int = 1
     rule: str = "min_spans"  # see span_mask
+    # what masked frames become in encode: the backbone's learned mask embedding, or 0
+    # (the reference's SpecAugment of P-TAPT stage 1, whose wav2vec 1.0 has no embedding)
+    time_fill: str = "embedding"
 
     def draw(self, lengths, frames: int, channels: int):
         rng = torch_seeded_rng()
@@ -169,6 +172,15 @@ class Masking:
         chan = channel_mask(len(lengths), channels, self.channel_prob, self.channel_span,
                             self.channel_min_masks, rng)
         return time, chan
+
+    def zero(self, x: torch.Tensor, lengths, time_dim: int = 1):
+        """``x`` (time on ``time_dim``, 1 or 2, channels on the other) with its masked frames and
+        channels set to 0, and the ``(B, T)`` time mask."""
+        channel_dim = 3 - time_dim
+        time, chan = self.draw(lengths, x.size(time_dim), x.size(channel_dim))
+        time = time.to(x.device)
+        mask = time.unsqueeze(channel_dim) | chan.to(x.device).unsqueeze(time_dim)
+        return x.masked_fill(mask, 0.0), time
 
 
 def encode(backbone, source, padding_mask=None, masking: Optional[Masking] = None):
@@ -180,7 +192,9 @@ def encode(backbone, source, padding_mask=None, masking: Optional[Masking] = Non
     """
     x, frame_padding = project_features(backbone, source, padding_mask)
     time_mask = None
-    if masking is not None:
+    if masking is not None and masking.time_fill == "zero":
+        x, time_mask = masking.zero(x, frame_lengths(x, frame_padding))
+    elif masking is not None:
         time_mask, chan_mask = masking.draw(frame_lengths(x, frame_padding), x.size(1), x.size(2))
         time_mask = time_mask.to(x.device)
         # fairseq's order: masked frames get the learned embedding, then channels are zeroed

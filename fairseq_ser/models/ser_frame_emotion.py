@@ -34,7 +34,8 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import MISSING, open_dict
 
 from ..errors import CheckpointError
-from .masked_encoder import Masking, frame_lengths, normalize_waveform, project_features
+from .heads import linear_head
+from .masked_encoder import Masking, encode, frame_lengths, normalize_waveform
 from .pooling import MeanPooling
 from .pretrained import (BACKBONE_PREFIXES, WAV2VEC1_MODELS, build_wav2vec2, checkpoint_config,
                          finetuning_overrides, freeze_frontend, load_backbone, load_backbone_weights,
@@ -126,16 +127,6 @@ def is_wav2vec1(w2v_args) -> bool:
     return w2v_args.model.get("_name") in WAV2VEC1_MODELS
 
 
-def zero_masked(x: torch.Tensor, masking: Optional[Masking], lengths, time_dim: int) -> torch.Tensor:
-    """``x`` (time on ``time_dim``, 1 or 2, channels on the other) with time and channel masks set to 0."""
-    if masking is None:
-        return x
-    channel_dim = 3 - time_dim
-    time, channels = masking.draw(lengths, x.size(time_dim), x.size(channel_dim))
-    mask = time.to(x.device).unsqueeze(channel_dim) | channels.to(x.device).unsqueeze(time_dim)
-    return x.masked_fill(mask, 0.0)
-
-
 class Wav2Vec1Frames(nn.Module):
     """wav2vec 1.0 encoder and context network, brought to wav2vec 2.0's 50 Hz frames by a stride-2 conv."""
 
@@ -195,20 +186,14 @@ class Wav2Vec1Frames(nn.Module):
                 features = w2v.vector_quantizer(features)["x"]
         # the reference's recipe: SpecAugment on the CNN output z, then the context network
         # alone (wav2vec 1.0's own dropout_feats / dropout_agg are not applied)
-        features = zero_masked(features, masking, [features.size(-1)] * features.size(0), time_dim=2)
+        if masking is not None:
+            features, _ = masking.zero(features, [features.size(-1)] * features.size(0), time_dim=2)
         context = w2v.feature_aggregator(features)
         k = max(1, num_frames(n))
         # replicate frames at the edges so that the conv yields exactly wav2vec 2.0's frame count
         right = max(0, 2 * k + 2 - self.left_pad - context.size(-1))
         context = F.pad(context, (self.left_pad, right), mode="replicate")
         return F.relu(self.downsample(context))[..., :k].transpose(1, 2)
-
-
-def linear_head(dim: int, hidden: int, num_classes: int) -> nn.Module:
-    """Linear, tanh, Linear (the reference's ``LinearHead``); a single Linear when ``hidden`` is 0."""
-    if hidden <= 0:
-        return nn.Linear(dim, num_classes)
-    return nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, num_classes))
 
 
 @register_model(MODEL_NAME, dataclass=SerFrameEmotionConfig)
@@ -233,7 +218,7 @@ class SerFrameEmotionModel(BaseFairseqModel):
         # least 2) also cover padded batches, where the reference's batches are never padded
         self.masking = Masking(prob=cfg.mask_prob, span=cfg.mask_length, min_masks=2 if cfg.mask_prob > 0 else 0,
                                channel_prob=cfg.mask_channel_prob, channel_span=cfg.mask_channel_length,
-                               channel_min_masks=1, rule="min_spans")
+                               channel_min_masks=1, rule="min_spans", time_fill="zero")
         self.frame_dim = dim
         self.frame_head = linear_head(dim, cfg.head_dim, num_classes)
         self.lstm = nn.LSTM(dim, cfg.lstm_dim, batch_first=True, bidirectional=True)
@@ -277,10 +262,7 @@ class SerFrameEmotionModel(BaseFairseqModel):
             source = normalize_waveform(source, padding_mask)
         if self.wav2vec1:
             return self.backbone(source, padding_mask, masking)
-        x, frame_padding = project_features(self.backbone, source, padding_mask)
-        # masked_encoder.encode fills time masks with the learned mask embedding; here they are zeroed
-        x = zero_masked(x, masking, frame_lengths(x, frame_padding), time_dim=1)
-        x, _ = self.backbone.encoder(x, padding_mask=frame_padding, layer=None)
+        x, frame_padding, _, _ = encode(self.backbone, source, padding_mask, masking)
         if self.project is not None:
             x = F.relu(self.project(x))
         return x, frame_padding

@@ -11,6 +11,7 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import MISSING, open_dict
 
 from ..errors import CheckpointError
+from .heads import linear_head
 from .masked_encoder import Masking, encode, normalize_waveform
 from .pretrained import finetuning_backbone, finetuning_overrides, freeze_frontend
 
@@ -51,13 +52,6 @@ class SerWav2Vec2PtaptConfig(FairseqDataclass):
     layerdrop: float = field(default=0.1, metadata={"help": "probability of dropping a Transformer layer"})
 
 
-class ClusterHead(nn.Sequential):
-    """Linear -> tanh -> Linear to the cluster ids of one granularity."""
-
-    def __init__(self, dim, hidden, num_clusters):
-        super().__init__(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, num_clusters))
-
-
 @register_model("ser_wav2vec2_ptapt", dataclass=SerWav2Vec2PtaptConfig)
 class SerWav2Vec2Ptapt(BaseFairseqModel):
     def __init__(self, cfg: SerWav2Vec2PtaptConfig, backbone, cluster_sizes: List[int], normalize_input=False):
@@ -66,7 +60,7 @@ class SerWav2Vec2Ptapt(BaseFairseqModel):
         self.backbone = backbone
         self.normalize_input = normalize_input
         dim = backbone.cfg.encoder_embed_dim
-        self.heads = nn.ModuleList(ClusterHead(dim, cfg.head_dim, k) for k in cluster_sizes)
+        self.heads = nn.ModuleList(linear_head(dim, cfg.head_dim, k) for k in cluster_sizes)
         self.masking = Masking(prob=cfg.mask_prob, span=cfg.mask_length, min_masks=2)
         freeze_frontend(backbone, feature_encoder=True, projection=cfg.freeze_feature_projection,
                         mask_emb=cfg.freeze_mask_emb)
