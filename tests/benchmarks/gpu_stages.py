@@ -123,8 +123,8 @@ def base_checkpoint(template: Path, out: Path):
     from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
     from omegaconf import OmegaConf
 
-    # our own run's file: it pickles fairseq meters, which weights_only loading refuses
-    state = torch.load(template, map_location="cpu", weights_only=False)
+    # fairseq 0.12's trainer writes plain containers and tensors: no full unpickling needed
+    state = torch.load(template, map_location="cpu", weights_only=True)
     torch.manual_seed(0)
     config = OmegaConf.merge(OmegaConf.structured(Wav2Vec2Config), BASE_PRETRAINING)
     model = Wav2Vec2Model(OmegaConf.to_object(config))
