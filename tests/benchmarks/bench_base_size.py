@@ -282,9 +282,10 @@ def _save(state, path: Path):
 
 
 def parameter_count(path: Path):
-    import torch
+    from fairseq_ser.models.safe_load import load_checkpoint_file
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    # the project's own safe loader: the wav2vec 1.0 file is in the legacy args layout
+    state = load_checkpoint_file(str(path))
     return sum(v.numel() for v in state["model"].values() if v.is_floating_point())
 
 
