@@ -1,6 +1,7 @@
 """Writing files that other steps read, without ever leaving a half-written one."""
 
 import contextlib
+import json
 import os
 import tempfile
 
@@ -75,3 +76,15 @@ class _AtomicPath:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.tmp)
         return False
+
+
+def read_json_or_none(path):
+    """The JSON document at ``path``, or None when there is no such file.
+
+    Files this package writes go through :func:`atomic_open`, so an existing
+    file is complete; a file that does not parse is an error, not "absent".
+    """
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

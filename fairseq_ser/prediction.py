@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence
 from .data.audio import SAMPLE_RATE, read_audio
 from .errors import AudioError, DataError
 from .fileio import atomic_open
-from .inference import EmotionClassifier, Prediction, Windowing, batch_padding, length_batches, prepare_audio
+from .inference import Batches, EmotionClassifier, Prediction, Windowing, prepare_audio
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,12 @@ class PredictionStats:
     def padding(self) -> float:
         """Fraction of the batched samples that were padding."""
         return 1.0 - self.valid_samples / self.padded_samples if self.padded_samples else 0.0
+
+    def count_batches(self, batches: Batches) -> None:
+        """Add the windows and samples of ``batches`` (``EmotionClassifier``'s ``on_batches``)."""
+        self.windows += sum(len(b) for b in batches)
+        self.valid_samples += batches.valid_samples
+        self.padded_samples += batches.padded_samples
 
 
 def find_audio(paths: Sequence[str], extensions: Sequence[str]) -> List[str]:
@@ -99,12 +105,8 @@ def predict_files(clf: EmotionClassifier, files: Iterable[str], windowing: Windo
 
 def _score_chunk(clf, chunk, max_batch, stats):
     ok = [(wav, spans) for _, wav, spans in chunk if wav is not None]
-    predictions = iter(clf.predict_windows([w for w, _ in ok], [s for _, s in ok], max_batch) if ok else [])
-    lengths = [e - s for _, spans in ok for s, e in spans]
-    valid, padded = batch_padding(lengths, length_batches(lengths, max_batch))
-    stats.valid_samples += valid
-    stats.padded_samples += padded
-    stats.windows += len(lengths)
+    predictions = iter(clf.predict_windows([w for w, _ in ok], [s for _, s in ok], max_batch,
+                                           on_batches=stats.count_batches) if ok else [])
     for path, wav, spans_or_error in chunk:
         stats.files += 1
         if wav is None:

@@ -14,13 +14,14 @@ labels them as fast as larger chunks (tests/benchmarks/bench_kmeans.py measures 
 import json
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..data.manifest import manifest_path, read_manifest
+from ..data.frame_label_dataset import check_frame_labels
+from ..data.manifest import cluster_ext, cluster_label_path, manifest_path, read_manifest
 from ..errors import DataError
-from ..fileio import atomic_open
+from ..fileio import atomic_open, read_json_or_none
 from .dump import load_shard, manifest_fingerprint, shard_range
 from .faiss_import import import_faiss
 from .kmeans import load_centroids
@@ -32,12 +33,13 @@ DEFAULT_CHUNK_FRAMES = 16384
 RECORD_NAME = "labels.json"
 
 
-def label_file_path(label_dir: str, split: str, k: int) -> str:
-    return os.path.join(label_dir, f"{split}.km{k}")
-
-
 def part_prefix(label_dir: str, split: str, rank: int, nshard: int) -> str:
     return os.path.join(label_dir, PARTS_SUBDIR, f"{split}_{rank}_{nshard}")
+
+
+def _part(prefix: str, k: int) -> str:
+    """One shard's labels for ``k`` clusters: ``parts/{split}_{rank}_{nshard}.km{k}``."""
+    return f"{prefix}.{cluster_ext(k)}"
 
 
 def build_index(centroids: np.ndarray, gpu: bool = False):
@@ -59,14 +61,14 @@ def assign_shard(label_dir: str, split: str, ks: Sequence[int], rank: int = 0, n
     prefix = part_prefix(label_dir, split, rank, nshard)
     record = {"features_sha1": shard.meta["manifest_sha1"], "num_frames": shard.meta["num_frames"],
               "centroids_sha1": {str(k): cents[k][1]["centroids_sha1"] for k in ks}}
-    if _read_json(prefix + ".json") == record and all(os.path.isfile(f"{prefix}.km{k}") for k in ks):
+    if read_json_or_none(prefix + ".json") == record and all(os.path.isfile(_part(prefix, k)) for k in ks):
         logger.info("%s: already labelled, skipping", prefix)
         return False
     if os.path.isfile(prefix + ".json"):
         os.remove(prefix + ".json")
     indexes = {k: build_index(cents[k][0], gpu) for k in ks}
     lengths, offsets = shard.lengths, shard.offsets
-    with _open_all([f"{prefix}.km{k}" for k in ks]) as outs:
+    with _open_all([_part(prefix, k) for k in ks]) as outs:
         bar = tqdm(total=int(offsets[-1]), disable=not progress, unit="frame",
                    desc=f"labels {split} {rank}/{nshard}")
         u = 0
@@ -108,22 +110,15 @@ class _open_all:
         return False
 
 
-def _read_json(path: str) -> Optional[Dict[str, Any]]:
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def merge_split(label_dir: str, data_dir: str, split: str, ks: Sequence[int], nshard: int = 1) -> bool:
     """Concatenate the shards' labels into ``{split}.km{K}`` once all are there; False if some are missing.
 
-    Checks the result against ``{split}.tsv``: one line per utterance and, on
-    each line, as many ids as the utterance has frames.
+    Checks the result against ``{split}.tsv`` as P-TAPT will read it
+    (:func:`~fairseq_ser.data.frame_label_dataset.check_frame_labels`).
     """
     manifest = read_manifest(manifest_path(data_dir, split))
     prefixes = [part_prefix(label_dir, split, r, nshard) for r in range(nshard)]
-    missing = [r for r, p in enumerate(prefixes) if _read_json(p + ".json") is None]
+    missing = [r for r, p in enumerate(prefixes) if read_json_or_none(p + ".json") is None]
     if missing:
         logger.info("%s: shards %s not labelled yet; not merging", split, missing)
         return False
@@ -133,49 +128,22 @@ def merge_split(label_dir: str, data_dir: str, split: str, ks: Sequence[int], ns
         if shard.meta["manifest_sha1"] != manifest_fingerprint(manifest, start, end):
             raise DataError(f"{shard.prefix}.json: features were dumped from another manifest than "
                             f"{manifest.path}; dump them again")
-    lengths = np.concatenate([s.lengths for s in shards])
+    num_samples = [n for _, n in manifest.entries]
     for k in ks:
-        with atomic_open(label_file_path(label_dir, split, k), "w", encoding="utf-8") as out:
+        with atomic_open(cluster_label_path(label_dir, split, k), "w", encoding="utf-8") as out:
             for p in prefixes:
-                with open(f"{p}.km{k}", encoding="utf-8") as f:
+                with open(_part(p, k), encoding="utf-8") as f:
                     for line in f:
                         out.write(line)
-        check_label_file(label_file_path(label_dir, split, k), manifest.path, lambda n, i: lengths[i], k)
+        check_frame_labels(cluster_label_path(label_dir, split, k), num_samples, k, manifest.path)
     _update_record(label_dir, data_dir, split, ks, nshard, shards)
-    logger.info("wrote %s", ", ".join(label_file_path(label_dir, split, k) for k in ks))
+    logger.info("wrote %s", ", ".join(cluster_label_path(label_dir, split, k) for k in ks))
     return True
-
-
-def check_label_file(path: str, manifest_file: str, num_frames: Callable[[int, int], int],
-                     k: Optional[int] = None) -> None:
-    """Check a frame label file against its manifest: one line per utterance, one id per frame.
-
-    ``num_frames(num_samples, index)`` gives the frames expected on line ``index``
-    (e.g. the wav2vec 2.0 CNN output length); with ``k``, every id must be below it.
-    """
-    manifest = read_manifest(manifest_file)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: label file not found")
-    with open(path, encoding="utf-8") as f:
-        lineno = 0
-        for lineno, line in enumerate(f, start=1):
-            if lineno > len(manifest):
-                break
-            ids = line.split()
-            want = int(num_frames(manifest.entries[lineno - 1][1], lineno - 1))
-            if len(ids) != want:
-                raise DataError(f"{path}:{lineno}: {len(ids)} labels for {manifest.entries[lineno - 1][0]}, "
-                                f"which has {want} frames; the label file belongs to another manifest or model")
-            if k is not None and any(not i.isdigit() or int(i) >= k for i in ids):
-                raise DataError(f"{path}:{lineno}: ids must be integers in [0, {k})")
-    if lineno != len(manifest):
-        raise DataError(f"{path}: has {'more than ' if lineno > len(manifest) else ''}{lineno} lines but "
-                        f"{manifest_file} lists {len(manifest)} utterances")
 
 
 def _update_record(label_dir, data_dir, split, ks, nshard, shards):
     path = os.path.join(label_dir, RECORD_NAME)
-    record = _read_json(path) or {}
+    record = read_json_or_none(path) or {}
     source = shards[0].meta["source"]
     if record.get("source") != source or record.get("ks") != list(ks):
         record = {"source": source, "ks": list(ks), "splits": {}}

@@ -30,7 +30,8 @@ import numpy as np
 from ..data.audio import read_audio
 from ..data.manifest import Manifest, manifest_path, read_manifest
 from ..errors import DataError
-from ..fileio import atomic_open
+from ..fileio import atomic_open, read_json_or_none
+from ..frames import RECEPTIVE_FIELD
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def expected_frames(extractor, manifest: Manifest, start: int, end: int) -> List
         t = int(extractor.num_frames(n))
         if t < 1:
             raise DataError(f"{manifest.path}:{i + 2}: {manifest.entries[i][0]} has {n} samples, "
-                            "too short for a single wav2vec 2.0 frame (at least 400 samples)")
+                            f"too short for a single wav2vec 2.0 frame (at least {RECEPTIVE_FIELD} samples)")
         counts.append(t)
     return counts
 
@@ -145,10 +146,7 @@ class FeatureShard:
 
 def read_shard_meta(prefix: str) -> Optional[Dict[str, Any]]:
     """The shard's json, or None if the shard is absent or was interrupted before it was complete."""
-    if not os.path.isfile(prefix + ".json"):
-        return None
-    with open(prefix + ".json", encoding="utf-8") as f:
-        return json.load(f)
+    return read_json_or_none(prefix + ".json")
 
 
 def check_same_source(meta: Dict[str, Any], source: Dict[str, Any], where: str) -> None:
@@ -162,7 +160,8 @@ def _brief(source: Optional[Dict[str, Any]]) -> str:
     if not source:
         return "an unknown extractor"
     return (f"{source.get('extractor')} of {source.get('checkpoint')} (layer {source.get('layer')}, "
-            f"dim {source.get('dim')}, size {source.get('size')}, mtime {source.get('mtime')})")
+            f"dim {source.get('dim')}, size {source.get('checkpoint_size')}, "
+            f"mtime {source.get('checkpoint_mtime')})")
 
 
 def load_shard(label_dir: str, split: str, rank: int, nshard: int,

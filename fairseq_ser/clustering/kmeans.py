@@ -26,8 +26,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..data.manifest import centroids_path, cluster_dict_path, kmeans_record_path
 from ..errors import DataError, SerError
-from ..fileio import atomic_open, atomic_path
+from ..fileio import atomic_open, atomic_path, read_json_or_none
 from .dump import FeatureShard, load_shard
 from .faiss_import import import_faiss
 
@@ -38,25 +39,15 @@ DEFAULT_POINTS_PER_CENTROID = 256  # FAISS's own default max_points_per_centroid
 DEFAULT_MIN_SAMPLE_FRAMES = 65536
 
 
-def centroids_path(label_dir: str, k: int) -> str:
-    return os.path.join(label_dir, f"km{k}.centroids.npy")
-
-
-def kmeans_record_path(label_dir: str, k: int) -> str:
-    return os.path.join(label_dir, f"km{k}.json")
-
-
-def label_dict_path(label_dir: str, k: int) -> str:
-    return os.path.join(label_dir, f"dict.km{k}.txt")
-
-
 def use_gpu(device: str) -> bool:
-    """Resolve ``auto``/``cpu``/``gpu`` against the GPUs FAISS sees, and log the choice."""
+    """Resolve ``auto``/``cpu``/``cuda`` against the GPUs FAISS sees, and log the choice."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
     faiss = import_faiss()
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if device == "gpu" and gpus == 0:
-        raise SerError("--device gpu: FAISS sees no GPU (faiss-cpu installed, or no CUDA device)")
-    gpu = device == "gpu" or (device == "auto" and gpus > 0)
+    if device == "cuda" and gpus == 0:
+        raise SerError("--device cuda: FAISS sees no GPU (faiss-cpu installed, or no CUDA device)")
+    gpu = device == "cuda" or (device == "auto" and gpus > 0)
     logger.info("FAISS runs on %s", f"{gpus} GPU(s)" if gpu else "the CPU" +
                 (" (GPUs present but --device cpu)" if gpus else " (FAISS sees no GPU)"))
     return gpu
@@ -130,11 +121,8 @@ def sha1_of(array: np.ndarray) -> str:
 
 
 def read_kmeans_record(label_dir: str, k: int) -> Optional[Dict[str, Any]]:
-    path = kmeans_record_path(label_dir, k)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """K's ``km{K}.json``, or None if K was never learned or its learning was interrupted."""
+    return read_json_or_none(kmeans_record_path(label_dir, k))
 
 
 def learn_kmeans(label_dir: str, splits: Sequence[str], ks: Sequence[int], nshard: int = 1,
@@ -201,7 +189,7 @@ def _learn_one(label_dir: str, sample: np.ndarray, k: int, settings: Dict[str, A
         logger.info("km%d: FAISS stopped after %d iterations (converged)", k, len(objective))
     with atomic_path(centroids_path(label_dir, k)) as tmp:
         np.save(tmp, centroids)
-    with atomic_open(label_dict_path(label_dir, k), "w", encoding="utf-8") as f:
+    with atomic_open(cluster_dict_path(label_dir, k), "w", encoding="utf-8") as f:
         f.writelines(f"{i} {int(c)}\n" for i, c in enumerate(counts))
     record = {**settings, "objective": objective, "device": "gpu" if gpu else "cpu",
               "centroids_sha1": sha1_of(centroids), "empty_clusters": int((counts == 0).sum())}

@@ -11,6 +11,7 @@ from fairseq.logging import metrics
 
 from ..data.frame_label_dataset import LABEL_PAD
 from ..errors import DataError
+from ..frames import RULE
 
 _CORRECT = re.compile(r"^_correct_(\d+)$")
 
@@ -39,7 +40,7 @@ class SerPtaptCrossEntropyCriterion(FairseqCriterion):
             if selected.shape != target.shape:
                 raise DataError(f"the model makes {selected.size(1)} frames of this batch but its labels "
                                 f"have {target.size(1)}; P-TAPT needs wav2vec 2.0's standard CNN "
-                                "(400-sample receptive field, 320-sample stride)")
+                                f"({RULE})")
             # label sets share the frames: every set is scored at the same masked frames
             gold = target[selected]
             keep = gold != LABEL_PAD

@@ -7,11 +7,15 @@ load); resampling is done with soxr.
 import numpy as np
 
 from ..errors import AudioError
+from ..frames import RECEPTIVE_FIELD
 
 SAMPLE_RATE = 16000
-# wav2vec 2.0's convolutional encoder has a 400-sample (25 ms) receptive field:
-# shorter input gives no frame at all.
-MIN_MODEL_SAMPLES = 400
+# shorter input gives no wav2vec 2.0 frame at all
+MIN_MODEL_SAMPLES = RECEPTIVE_FIELD
+# file types libsndfile (hence soundfile) decodes (mp3 needs libsndfile >= 1.1, opus >= 1.0.29);
+# the extensions that folder scans (prepare, predict) look for
+AUDIO_EXTENSIONS = ("wav", "wave", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "aifc",
+                    "au", "snd", "caf", "w64", "rf64", "sph", "nist", "voc", "htk")
 
 
 def to_mono_16k(wav: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -162,6 +162,7 @@ def _check(path, num_samples, peak, check):
 
 
 def _read_sidecar(path):
+    # not fileio.read_json_or_none: a sidecar is only a cache, so a corrupt one means "convert again"
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)

@@ -9,7 +9,7 @@ from fairseq.data import BaseWrapperDataset, FileAudioDataset
 
 from ..errors import DataError
 from .audio import read_audio
-from .batching import min_padding_cuts
+from .batching import min_padding_batches
 
 BATCHINGS = ("min_padding", "random", "fixed")
 CROPS = ("random", "start", "batch_shortest")
@@ -25,7 +25,7 @@ class SerAudioDataset(FileAudioDataset):
     Batching (``batching``):
 
     - ``"min_padding"``: batches come from
-      :func:`~fairseq_ser.data.batching.min_padding_cuts` over the cropped
+      :func:`~fairseq_ser.data.batching.min_padding_batches` over the cropped
       lengths instead of fairseq's runs of ``batch_size`` utterances;
     - ``"random"``: each epoch a new random partition into batches of
       ``batch_size`` utterances of any length, the last incomplete one dropped
@@ -46,7 +46,6 @@ class SerAudioDataset(FileAudioDataset):
             raise ValueError(f"unknown crop {crop!r} (choose random or start)")
         self.batching = batching
         self.crop = crop
-        self._cuts_cache = None
 
     @property
     def can_reuse_epoch_itr_across_epochs(self):
@@ -74,14 +73,7 @@ class SerAudioDataset(FileAudioDataset):
         if self.batching != "min_padding" or (max_tokens is None and max_sentences is None):
             return super().batch_by_size(indices, max_tokens, max_sentences, required_batch_size_multiple)
         lengths = np.minimum(np.asarray(self.sizes, dtype=np.int64), self.max_sample_size)
-        order = np.asarray(indices, dtype=np.int64)
-        order = order[np.argsort(-lengths[order], kind="stable")]
-        # epochs differ only in the order of utterances of equal length: the cuts stay the same
-        key = (lengths[order].tobytes(), max_sentences, max_tokens)
-        if self._cuts_cache is None or self._cuts_cache[0] != key:
-            self._cuts_cache = (key, min_padding_cuts(lengths[order], max_sentences, max_tokens))
-        cuts = self._cuts_cache[1]
-        return [order[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+        return min_padding_batches(indices, lengths, max_sentences, max_tokens)
 
     def __getitem__(self, index):
         path = os.path.join(self.root_dir, self._fname(index))

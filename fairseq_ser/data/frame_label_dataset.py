@@ -3,52 +3,68 @@
 Labels are read from HuBERT-format files (``{split}.{ext}``: one line per
 manifest line, space-separated cluster ids, one per 20 ms frame). Every
 utterance must carry exactly as many ids as wav2vec 2.0's CNN makes frames of
-it, so a crop can cut audio and labels at the same frame.
+it (:mod:`fairseq_ser.frames`), so a crop can cut audio and labels at the same frame.
 """
 
 import os
-from typing import List, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 from fairseq.data import FairseqDataset
 
 from ..errors import DataError
+from ..frames import STRIDE, num_frames
 from .audio import read_audio
 
-# wav2vec 2.0's CNN (every released model): 400-sample receptive field, 320-sample stride
-RECEPTIVE_FIELD = 400
-STRIDE = 320
 LABEL_PAD = -100  # ignored by the loss
 
 
-def cnn_frames(num_samples: int) -> int:
-    """Frames wav2vec 2.0's CNN makes of ``num_samples`` samples."""
-    return 0 if num_samples < RECEPTIVE_FIELD else (num_samples - RECEPTIVE_FIELD) // STRIDE + 1
+def iter_frame_labels(path: str, num_samples: Sequence[int], num_classes: int,
+                      manifest: Optional[str] = None) -> Iterator[np.ndarray]:
+    """The cluster ids of each line of a ``{split}.km{K}`` file, checked against the manifest.
 
-
-def read_frame_labels(path: str, num_samples: Sequence[int], num_classes: int) -> List[np.ndarray]:
-    """Read a ``{split}.km{K}`` file and check it against the manifest's utterance lengths."""
+    The one validator of this format: the file has one line per utterance, each
+    line as many ids as the wav2vec 2.0 frame rule gives for the utterance's
+    ``num_samples``, every id in ``[0, num_classes)``. Lines are read one at a
+    time (the file is never held whole); the line count is checked first.
+    ``manifest``, a path, names the manifest in messages.
+    """
     if not os.path.isfile(path):
         raise DataError(f"{path}: frame-label file not found")
     with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    if len(lines) != len(num_samples):
-        raise DataError(f"{path}: has {len(lines)} lines but the manifest lists {len(num_samples)} "
-                        "utterances; were the labels made for another manifest?")
-    out = []
-    for lineno, (line, n) in enumerate(zip(lines, num_samples), start=1):
-        try:
-            ids = np.array(line.split(), dtype=np.int64)
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: expected space-separated cluster ids")
-        if len(ids) != cnn_frames(n):
-            raise DataError(f"{path}:{lineno}: {len(ids)} labels for an utterance of {n} samples "
-                            f"({cnn_frames(n)} frames); labels and manifest do not match")
-        if len(ids) and (ids.min() < 0 or ids.max() >= num_classes):
-            raise DataError(f"{path}:{lineno}: cluster id outside 0..{num_classes - 1}")
-        out.append(ids.astype(np.int16 if num_classes < 32768 else np.int32))
-    return out
+        count = sum(1 for _ in f)
+    if count != len(num_samples):
+        name = f"the manifest {manifest}" if manifest else "the manifest"
+        raise DataError(f"{path}: has {count} lines but {name} lists {len(num_samples)} utterances; "
+                        "were the labels made for another manifest?")
+    with open(path, encoding="utf-8") as f:
+        for lineno, (line, n) in enumerate(zip(f, num_samples), start=1):
+            try:
+                ids = np.array(line.split(), dtype=np.int64)
+            except ValueError:
+                raise DataError(f"{path}:{lineno}: expected space-separated cluster ids")
+            want = num_frames(n)
+            if len(ids) != want:
+                raise DataError(f"{path}:{lineno}: {len(ids)} labels for an utterance of {n} samples "
+                                f"({want} frames); labels and manifest do not match")
+            if len(ids) and (ids.min() < 0 or ids.max() >= num_classes):
+                raise DataError(f"{path}:{lineno}: cluster id outside 0..{num_classes - 1}")
+            yield ids
+
+
+def read_frame_labels(path: str, num_samples: Sequence[int], num_classes: int,
+                      manifest: Optional[str] = None) -> List[np.ndarray]:
+    """Every line of a ``{split}.km{K}`` file, checked by :func:`iter_frame_labels`, in a compact dtype."""
+    dtype = np.int16 if num_classes < 32768 else np.int32
+    return [ids.astype(dtype) for ids in iter_frame_labels(path, num_samples, num_classes, manifest)]
+
+
+def check_frame_labels(path: str, num_samples: Sequence[int], num_classes: int,
+                       manifest: Optional[str] = None) -> None:
+    """:func:`iter_frame_labels` over the whole file, keeping nothing (for a file just written)."""
+    for _ in iter_frame_labels(path, num_samples, num_classes, manifest):
+        pass
 
 
 class FrameLabelDataset(FairseqDataset):
@@ -71,7 +87,7 @@ class FrameLabelDataset(FairseqDataset):
 
     def __getitem__(self, index):
         wav = read_audio(self.manifest.audio_path(index))
-        n = cnn_frames(len(wav))
+        n = num_frames(len(wav))
         if n != len(self.labels[0][index]):
             raise DataError(f"{self.manifest.audio_path(index)}: {len(wav)} samples on disk, "
                             f"the manifest says {self.sizes[index]}; re-run prepare")
@@ -82,7 +98,7 @@ class FrameLabelDataset(FairseqDataset):
         wav, targets = sample["source"], sample["targets"]
         if not self.max_sample_size or len(wav) <= self.max_sample_size:
             return wav, targets
-        keep = cnn_frames(self.max_sample_size)
+        keep = num_frames(self.max_sample_size)
         start = np.random.randint(0, len(targets[0]) - keep + 1)
         wav = wav[start * STRIDE: start * STRIDE + self.max_sample_size]
         return wav, [t[start:start + keep] for t in targets]
@@ -92,7 +108,7 @@ class FrameLabelDataset(FairseqDataset):
             return {}
         cropped = [self._crop(s) for s in samples]
         longest = max(len(w) for w, _ in cropped)
-        frames = cnn_frames(longest)
+        frames = num_frames(longest)
         source = torch.zeros(len(samples), longest)
         padding = torch.ones(len(samples), longest, dtype=torch.bool)
         targets = [torch.full((len(samples), frames), LABEL_PAD, dtype=torch.long) for _ in cropped[0][1]]

@@ -8,6 +8,12 @@ One reader and one writer for each format, used by every other module:
 - ``{split}.{ext}``: one label per line, line-aligned with the manifest.
 - ``dict.{ext}.txt``: ``label count`` per line (fairseq ``Dictionary`` format);
   the line order is the class index order.
+
+P-TAPT's pseudo-labels use the same layout with ``ext = km{K}`` (``{split}.km{K}``:
+one line of cluster ids per utterance, read and checked by
+:func:`~fairseq_ser.data.frame_label_dataset.read_frame_labels`; ``dict.km{K}.txt``),
+beside the k-means files they come from (``km{K}.centroids.npy``, ``km{K}.json``).
+The paths of all of them are built here.
 """
 
 import os
@@ -51,6 +57,31 @@ def label_path(data_dir: str, split: str, ext: str = DEFAULT_LABEL_EXT) -> str:
 
 def dict_path(data_dir: str, ext: str = DEFAULT_LABEL_EXT) -> str:
     return os.path.join(data_dir, f"dict.{ext}.txt")
+
+
+def cluster_ext(k: int) -> str:
+    """Label extension of the pseudo-labels of a ``k``-cluster k-means: ``km{k}``."""
+    return f"km{int(k)}"
+
+
+def cluster_label_path(label_dir: str, split: str, k: int) -> str:
+    """``{split}.km{k}``: one line of cluster ids per utterance of ``{split}.tsv``."""
+    return label_path(label_dir, split, cluster_ext(k))
+
+
+def cluster_dict_path(label_dir: str, k: int) -> str:
+    """``dict.km{k}.txt``: the ``k`` cluster ids (``id count`` lines)."""
+    return dict_path(label_dir, cluster_ext(k))
+
+
+def centroids_path(label_dir: str, k: int) -> str:
+    """``km{k}.centroids.npy``: the ``k x dim`` float32 centroids."""
+    return os.path.join(label_dir, f"{cluster_ext(k)}.centroids.npy")
+
+
+def kmeans_record_path(label_dir: str, k: int) -> str:
+    """``km{k}.json``: settings and result of the k-means, written after its centroids."""
+    return os.path.join(label_dir, f"{cluster_ext(k)}.json")
 
 
 def read_manifest(path: str, allow_empty: bool = False) -> Manifest:

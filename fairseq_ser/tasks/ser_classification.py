@@ -12,6 +12,7 @@ from omegaconf import II
 
 from ..data.classification_dataset import BATCHINGS, CROPS, EmotionLabelDataset, SerAudioDataset
 from ..data.manifest import dict_path, label_counts, load_split, manifest_path, read_label_dict
+from ..frames import RECEPTIVE_FIELD
 from .base import SerAudioTask
 
 logger = logging.getLogger(__name__)
@@ -41,9 +42,9 @@ class SerClassificationConfig(AudioPretrainingConfig):
                   "hold no padding (the reference's P-TAPT stage 1)"},
     )
     min_sample_size: Optional[int] = field(
-        default=400,
+        default=RECEPTIVE_FIELD,
         metadata={"help": "skip utterances shorter than this many samples (with their "
-                  "labels); 400 is the CNN encoder's receptive field"},
+                  f"labels); {RECEPTIVE_FIELD} is the CNN encoder's receptive field"},
     )
     batching: BATCHING_CHOICES = field(
         default="min_padding",

@@ -1,7 +1,6 @@
 """``ser_ptapt``: audio with frame-level pseudo-labels at several granularities (P-TAPT step 3)."""
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import List
 
@@ -10,7 +9,7 @@ from fairseq.tasks.audio_pretraining import AudioPretrainingConfig
 from omegaconf import II, MISSING
 
 from ..data.frame_label_dataset import FrameLabelDataset, read_frame_labels
-from ..data.manifest import manifest_path, read_label_dict, read_manifest
+from ..data.manifest import dict_path, label_path, manifest_path, read_label_dict, read_manifest
 from ..errors import DataError
 from .base import SerAudioTask
 
@@ -47,7 +46,7 @@ class SerPtaptTask(SerAudioTask):
         if not cfg.cluster_labels:
             raise DataError("task.cluster_labels is empty: name at least one frame-label set")
         self.cluster_sizes: List[int] = [
-            len(read_label_dict(os.path.join(cfg.label_dir, f"dict.{ext}.txt")))
+            len(read_label_dict(dict_path(cfg.label_dir, ext)))
             for ext in cfg.cluster_labels
         ]
 
@@ -55,7 +54,7 @@ class SerPtaptTask(SerAudioTask):
         manifest = read_manifest(manifest_path(self.cfg.data, split))
         sizes = [n for _, n in manifest.entries]
         labels = [
-            read_frame_labels(os.path.join(self.cfg.label_dir, f"{split}.{ext}"), sizes, k)
+            read_frame_labels(label_path(self.cfg.label_dir, split, ext), sizes, k)
             for ext, k in zip(self.cfg.cluster_labels, self.cluster_sizes)
         ]
         crop = self.cfg.max_sample_size if split == self.cfg.train_subset else None
