@@ -19,3 +19,16 @@ class AudioError(DataError):
 
 class CheckpointError(SerError, ValueError):
     """A checkpoint is missing, unreadable, or holds another kind of model."""
+
+
+def preview(items, n: int = 5) -> str:
+    """The first ``n`` of ``items`` for an error message, with how many more there are."""
+    items = list(items)
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(str(i) for i in items[:n]) + more
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (fairseq's and torch's run over many lines)."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

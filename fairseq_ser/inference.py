@@ -11,17 +11,15 @@ probabilities, and its label the most probable class of that mean.
 
 import contextlib
 import logging
-import warnings
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from .data.audio import MIN_MODEL_SAMPLES, SAMPLE_RATE, to_mono_16k
-from .errors import AudioError, CheckpointError, SerError
-from .models.pretrained import checkpoint_config, model_name, read_checkpoint
+from .errors import AudioError, SerError
+from .models.checkpoint import load_trained
 
 logger = logging.getLogger(__name__)
 
@@ -126,36 +124,10 @@ class EmotionClassifier:
     def from_checkpoint(cls, path: str, device: Optional[str] = None, precision: str = "fp32"
                         ) -> "EmotionClassifier":
         """Load a classifier checkpoint onto ``device`` (default: CUDA when available, else the CPU)."""
-        import fairseq_ser
-
-        fairseq_ser.register()
-        from .models.ser_wav2vec2_classifier import SerWav2Vec2Classifier
-
         dev = resolve_device(device)
         check_precision(precision, dev)
-        state = read_checkpoint(path)
-        cfg = checkpoint_config(state, path)
-        name = model_name(cfg)
-        if name != CLASSIFIER_MODEL:
-            raise CheckpointError(
-                f"{path}: holds a {name!r} model, not an emotion classifier "
-                f"({CLASSIFIER_MODEL}); train one with config/vft.yaml"
-            )
-        class_names = cfg.model.get("class_names")
-        if not class_names:
-            raise CheckpointError(f"{path}: classifier checkpoint without class names")
-        from fairseq.dataclass.utils import merge_with_parent
-        from .models.ser_wav2vec2_classifier import SerWav2Vec2ClassifierConfig
-
-        model_cfg = merge_with_parent(SerWav2Vec2ClassifierConfig(), cfg.model, remove_missing=True)
-        with warnings.catch_warnings():
-            # fairseq's positional convolution uses torch's deprecated weight_norm
-            warnings.filterwarnings("ignore", message=".*weight_norm.* is deprecated")
-            model = SerWav2Vec2Classifier.build_model(model_cfg, SimpleNamespace(class_names=list(class_names)))
-        try:
-            model.load_state_dict(state["model"], strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"{path}: weights do not match the stored config ({str(e).splitlines()[0]})")
+        model = load_trained(path, CLASSIFIER_MODEL)
+        class_names = list(model.cfg.class_names)
         return cls(model, class_names, dev, path, precision)
 
     def _autocast(self):
@@ -166,23 +138,27 @@ class EmotionClassifier:
 
     @torch.inference_mode()
     def predict_proba(self, waveforms: Sequence[np.ndarray], lengths: Optional[Sequence[int]] = None,
-                      max_batch_samples: int = 16000 * 160, progress=None) -> np.ndarray:
+                      max_batch_samples: int = 16000 * 160, progress=None,
+                      on_batches: Optional[Callable[["Batches"], None]] = None) -> np.ndarray:
         """Class probabilities ``(N, num_classes)`` of 16 kHz mono float waveforms.
 
         Utterances are sorted by length and batched up to ``max_batch_samples``
-        padded samples, so padding stays small; results come back in input order.
-        ``waveforms`` may be a lazy sequence (reading files on access) when
-        ``lengths`` gives the sample counts up front. ``progress`` is called
-        with the number of utterances done after each batch.
+        padded samples (:func:`length_batches`), so padding stays small; results
+        come back in input order. ``waveforms`` may be a lazy sequence (reading
+        files on access) when ``lengths`` gives the sample counts up front.
+        ``progress`` is called with the number of utterances done after each
+        batch; ``on_batches`` once with the :class:`Batches` before they run
+        (to count their padding).
         """
         if lengths is None:
             lengths = [len(w) for w in waveforms]
         out = np.zeros((len(lengths), len(self.class_names)), dtype=np.float32)
         batches = length_batches(lengths, max_batch_samples)
-        if logger.isEnabledFor(logging.DEBUG) and batches:
-            valid, padded = batch_padding(lengths, batches)
+        if on_batches is not None:
+            on_batches(batches)
+        if batches:
             logger.debug("%d utterances in %d batches, %.1f %% padding",
-                         len(lengths), len(batches), 100 * (1 - valid / max(padded, 1)))
+                         len(lengths), len(batches), 100 * batches.padding)
         for batch in batches:
             wavs = [np.asarray(waveforms[i], dtype=np.float32) for i in batch]
             lengths_b = [len(w) for w in wavs]
@@ -220,10 +196,15 @@ class EmotionClassifier:
         return self.predict_windows(audio, spans, int(batch_seconds * SAMPLE_RATE))
 
     def predict_windows(self, audio: Sequence[np.ndarray], spans: Sequence[Sequence[Span]],
-                        max_batch_samples: int, progress=None) -> List[Prediction]:
-        """Predictions of 16 kHz mono recordings cut at ``spans`` (from :meth:`Windowing.spans`)."""
+                        max_batch_samples: int, progress=None,
+                        on_batches: Optional[Callable[["Batches"], None]] = None) -> List[Prediction]:
+        """Predictions of 16 kHz mono recordings cut at ``spans`` (from :meth:`Windowing.spans`).
+
+        ``progress`` and ``on_batches`` are passed to :meth:`predict_proba`.
+        """
         pieces = [wav[s:e] for wav, sp in zip(audio, spans) for s, e in sp]
-        probs = self.predict_proba(pieces, max_batch_samples=max_batch_samples, progress=progress)
+        probs = self.predict_proba(pieces, max_batch_samples=max_batch_samples, progress=progress,
+                                   on_batches=on_batches)
         results, k = [], 0
         for wav, sp in zip(audio, spans):
             results.append(self._aggregate(probs[k:k + len(sp)], sp, len(wav)))
@@ -283,7 +264,32 @@ def resolve_device(device: Optional[str]) -> torch.device:
     return dev
 
 
-def length_batches(lengths: Sequence[int], max_batch_samples: int, max_padding: float = 0.2) -> List[List[int]]:
+@dataclass
+class Batches:
+    """Utterance indices grouped into batches, and the padding they cost."""
+
+    indices: List[List[int]] = field(default_factory=list)
+    valid_samples: int = 0  # samples of the utterances themselves
+    padded_samples: int = 0  # batch size x longest utterance, summed over the batches
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    @property
+    def padding(self) -> float:
+        """Fraction of the padded samples that are padding."""
+        return 1.0 - self.valid_samples / self.padded_samples if self.padded_samples else 0.0
+
+    def add(self, batch: List[int], longest: int, total: int) -> None:
+        self.indices.append(batch)
+        self.valid_samples += total
+        self.padded_samples += len(batch) * longest
+
+
+def length_batches(lengths: Sequence[int], max_batch_samples: int, max_padding: float = 0.2) -> Batches:
     """Indices grouped by similar length, each group at most ``max_batch_samples`` once padded.
 
     A group is also closed before an utterance that would make more than
@@ -291,23 +297,16 @@ def length_batches(lengths: Sequence[int], max_batch_samples: int, max_padding: 
     padding stays small when lengths are spread out.
     """
     order = np.argsort(lengths, kind="stable")
-    batches, current, longest, total = [], [], 0, 0
+    batches, current, longest, total = Batches(), [], 0, 0
     for i in order:
         n = int(lengths[i])
         padded = max(longest, n) * (len(current) + 1)
         if current and (padded > max_batch_samples or padded - total - n > max_padding * padded):
-            batches.append(current)
+            batches.add(current, longest, total)
             current, longest, total = [], 0, 0
         current.append(int(i))
         longest = max(longest, n)
         total += n
     if current:
-        batches.append(current)
+        batches.add(current, longest, total)
     return batches
-
-
-def batch_padding(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> Tuple[int, int]:
-    """``(valid samples, padded samples)`` of ``batches``: padded = batch size × longest, summed."""
-    valid = sum(int(lengths[i]) for b in batches for i in b)
-    padded = sum(len(b) * max(int(lengths[i]) for i in b) for b in batches)
-    return valid, padded

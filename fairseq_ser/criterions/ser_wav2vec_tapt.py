@@ -17,7 +17,7 @@ from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
 from ..errors import CheckpointError
-from ..models.pretrained import load_backbone
+from ..models.checkpoint import load_backbone
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,9 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, preview
 from ..fileio import atomic_path
 from .hf_weights import read_weights, weight_files
-from .pretrained import _preview
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +303,7 @@ def map_weights(hf_weights: Dict[str, torch.Tensor], hf: dict, template: Dict[st
                 continue
         weights[target] = tensor
     if unknown:
-        raise CheckpointError(f"{folder}: weights fairseq's wav2vec2 has no place for: {_preview(unknown)}")
+        raise CheckpointError(f"{folder}: weights fairseq's wav2vec2 has no place for: {preview(unknown)}")
     present = [m for m in PRETRAINING_MODULES if any(k.startswith(m) for k in weights)]
     if present and len(present) != len(PRETRAINING_MODULES):
         raise CheckpointError(f"{folder}: holds only part of the pretraining modules ({', '.join(present)})")
@@ -324,8 +323,8 @@ def _check_shapes(weights: Dict[str, torch.Tensor], template: Dict[str, tuple], 
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
-        parts = ([f"missing {_preview(missing)}"] if missing else []) + (
-            [f"unexpected {_preview(unexpected)}"] if unexpected else [])
+        parts = ([f"missing {preview(missing)}"] if missing else []) + (
+            [f"unexpected {preview(unexpected)}"] if unexpected else [])
         raise CheckpointError(f"{folder}: weights do not fit the wav2vec2 its config.json describes "
                               f"(fairseq names): " + "; ".join(parts))
     for name, shape in expected.items():

@@ -1,22 +1,19 @@
-"""Reading the weight files of a HuggingFace model folder, without ``transformers`` or ``safetensors``.
+"""Reading the weight files of a HuggingFace model folder, without ``transformers``.
 
 A folder holds ``model.safetensors`` or ``pytorch_model.bin``, or shards of
 either listed by ``model.safetensors.index.json`` / ``pytorch_model.bin.index.json``.
 
-The safetensors format is small enough to read directly: an 8-byte
-little-endian header length N, N bytes of JSON mapping each tensor name to its
-``dtype``, ``shape`` and ``data_offsets`` (a byte range counted from the end of
-the header; an optional ``__metadata__`` entry holds strings), then the raw
-little-endian data. ``pytorch_model.bin`` is a torch pickle of tensors, read
-by :func:`.safe_load.load_checkpoint_file` (``weights_only`` unpickling).
+``.safetensors`` files are read by the ``safetensors`` package (memory-mapped;
+it validates the header and the byte ranges). ``pytorch_model.bin`` is a torch
+pickle of tensors, read by :func:`.safe_load.load_checkpoint_file`
+(``weights_only`` unpickling).
 """
 
 import json
 import os
-import struct
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
-import numpy as np
+import safetensors
 import torch
 
 from ..errors import CheckpointError
@@ -25,9 +22,6 @@ from .safe_load import load_checkpoint_file
 SAFETENSORS = "model.safetensors"
 PYTORCH_BIN = "pytorch_model.bin"
 OTHER_FRAMEWORKS = ("tf_model.h5", "flax_model.msgpack")
-
-# safetensors dtype -> how its bytes are stored (BF16 is read as raw 16-bit words)
-_DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
 
 
 def weight_files(folder: str) -> List[str]:
@@ -61,7 +55,7 @@ def _sharded_files(folder: str, index: str) -> List[str]:
 
 
 def read_weights(paths: List[str]) -> Dict[str, torch.Tensor]:
-    """All tensors of the given files, as float32 CPU tensors."""
+    """All tensors of the given files; floating-point ones as float32, all on the CPU."""
     weights: Dict[str, torch.Tensor] = {}
     for path in paths:
         part = read_safetensors(path) if path.endswith(".safetensors") else read_torch_bin(path)
@@ -78,61 +72,18 @@ def read_torch_bin(path: str) -> Dict[str, torch.Tensor]:
     return {name: _as_float32(t) for name, t in state.items()}
 
 
-def _as_float32(t: torch.Tensor) -> torch.Tensor:
-    return t.float() if t.is_floating_point() else t
-
-
 def read_safetensors(path: str) -> Dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file (F64, F32, F16 and BF16), converted to float32."""
-    size = os.path.getsize(path)
-    header, data_start = _safetensors_header(path, size)
-    data_size = size - data_start
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start) if data_size > 0 else np.zeros(0, np.uint8)
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        dtype, shape, (begin, end) = _entry(path, name, entry, data_size)
-        raw = data[begin:end].view(dtype)
-        if dtype == _DTYPES["BF16"]:
-            # bfloat16 is the upper half of a float32
-            values = (raw.astype(np.uint32) << 16).view(np.float32)
-        else:
-            values = raw.astype(np.float32)  # a copy in native byte order
-        tensors[name] = torch.from_numpy(values.reshape(shape))
-    del data
-    return tensors
-
-
-def _safetensors_header(path: str, size: int) -> Tuple[dict, int]:
-    with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise CheckpointError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > size - 8:
-            raise CheckpointError(f"{path}: not a safetensors file (header of {length} bytes in a file of {size})")
-        try:
-            header = json.loads(f.read(length).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a safetensors file (header is not JSON: {e})")
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
-    return header, 8 + length
-
-
-def _entry(path: str, name: str, entry, data_size: int):
+    """The tensors of a ``.safetensors`` file; floating-point ones (e.g. F16, BF16) as float32."""
     try:
-        dtype_name, shape, offsets = entry["dtype"], [int(d) for d in entry["shape"]], entry["data_offsets"]
-        begin, end = int(offsets[0]), int(offsets[1])
-    except (TypeError, KeyError, ValueError, IndexError):
-        raise CheckpointError(f"{path}: malformed safetensors entry for {name!r}: {entry!r}")
-    if dtype_name not in _DTYPES:
-        raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype_name}; only "
-                              f"{', '.join(_DTYPES)} weights are supported")
-    dtype = _DTYPES[dtype_name]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if not 0 <= begin <= end <= data_size or end - begin != expected:
-        raise CheckpointError(f"{path}: tensor {name!r} ({dtype_name} {shape}) has byte range [{begin}, {end}) "
-                              f"that does not fit its size or the file (truncated?)")
-    return dtype, shape, (begin, end)
+        with safetensors.safe_open(path, framework="pt", device="cpu") as f:
+            # the library memory-maps the file; each tensor is copied out of the mapping, so
+            # that a file replaced or truncated later cannot crash the process (SIGBUS)
+            return {name: _as_float32(f.get_tensor(name), copy=True) for name in f.keys()}
+    except safetensors.SafetensorError as e:
+        # the library says what is wrong ("header too large", "incomplete metadata, file
+        # not fully covered", ...) but not which file
+        raise CheckpointError(f"{path}: not a safetensors file, or a truncated or damaged one ({e})")
+
+
+def _as_float32(t: torch.Tensor, copy: bool = False) -> torch.Tensor:
+    return t.to(torch.float32, copy=copy) if t.is_floating_point() else (t.clone() if copy else t)

@@ -205,7 +205,7 @@ def encode(backbone, source, padding_mask=None, masking: Optional[Masking] = Non
 
 
 def normalize_waveform(source: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Zero mean, unit variance per utterance over its valid samples (models pretrained with normalize).
+    """Zero mean, unit variance per utterance over its valid samples (for backbones pretrained with normalize).
 
     The statistics of up to 160000 samples are taken in float32 (fp16 sums
     overflow), and the result keeps ``source``'s precision.

@@ -1,4 +1,4 @@
-"""``ser_frame_emotion``: the frame-level emotion model of P-TAPT step 1, and its frame features.
+"""``ser_frame_emotion``: the frame-level emotion model of P-TAPT step 1.
 
 Every frame is trained to predict its utterance's label, and a BiLSTM with
 mean pooling predicts it per utterance (:mod:`..criterions.ser_frame_emotion`).
@@ -15,49 +15,42 @@ like wav2vec 2.0's frames:
 Heads as in the reference (``PretrainedEmoClassifier``): Linear, tanh, Linear
 on every frame; BiLSTM, mean over the frames, ReLU, Linear, tanh, Linear per
 utterance.
+
+:func:`fairseq_ser.clustering.features.load_extractor` turns a trained model
+into the frame feature extractor of step 2.
 """
 
 import ast
 import contextlib
-import logging
-import os
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any, List, Optional
+from typing import List, Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
-from omegaconf import MISSING, open_dict
+from omegaconf import MISSING
 
 from ..errors import CheckpointError
+from ..frames import RECEPTIVE_FIELD, num_frames
+from .backbone import (SerBackboneConfig, finetuning_backbone, finetuning_overrides, freeze_frontend,
+                       store_class_names)
+from .checkpoint import input_normalize, is_wav2vec1
 from .heads import linear_head
 from .masked_encoder import Masking, encode, frame_lengths, normalize_waveform
 from .pooling import MeanPooling
-from .pretrained import (BACKBONE_PREFIXES, WAV2VEC1_MODELS, build_wav2vec2, checkpoint_config,
-                         finetuning_overrides, freeze_frontend, load_backbone, load_backbone_weights,
-                         load_wav2vec1, read_checkpoint, store_class_names, stored_model_name)
-
-logger = logging.getLogger(__name__)
 
 MODEL_NAME = "ser_frame_emotion"
 W2V1_HOP = 160  # wav2vec 1.0 frames: 100 Hz at 16 kHz
 
 
 @dataclass
-class SerFrameEmotionConfig(FairseqDataclass):
+class SerFrameEmotionConfig(SerBackboneConfig):
     w2v_path: str = field(
         default=MISSING,
         metadata={"help": "backbone checkpoint: a fairseq wav2vec 1.0 checkpoint (wav2vec_large.pt, "
-                  "legacy args or cfg layout) or any wav2vec 2.0 checkpoint model.w2v_path of V-FT accepts"},
-    )
-    w2v_args: Any = field(
-        default=None,
-        metadata={"help": "config of the backbone (model._name wav2vec or wav2vec2); filled from "
-                  "w2v_path at build time and stored in the checkpoint so it loads on its own"},
+                  "legacy args or cfg layout) or any wav2vec 2.0 checkpoint model.w2v_path of V-FT "
+                  "accepts; the dropouts and layerdrop apply to wav2vec 2.0 only"},
     )
     class_names: Optional[List[str]] = field(
         default=None,
@@ -103,28 +96,6 @@ class SerFrameEmotionConfig(FairseqDataclass):
                   "512 or 768); 0 disables channel masking"},
     )
     mask_channel_length: int = field(default=64, metadata={"help": "channel mask span"})
-    dropout: float = field(default=0.1, metadata={"help": "wav2vec 2.0 only: dropout in the Transformer"})
-    attention_dropout: float = field(
-        default=0.1, metadata={"help": "wav2vec 2.0 only: dropout on attention weights"}
-    )
-    activation_dropout: float = field(
-        default=0.0, metadata={"help": "wav2vec 2.0 only: dropout after the FFN activation"}
-    )
-    dropout_input: float = field(
-        default=0.1, metadata={"help": "wav2vec 2.0 only: dropout on the projected features"}
-    )
-    layerdrop: float = field(
-        default=0.1, metadata={"help": "wav2vec 2.0 only: probability of dropping a Transformer layer"}
-    )
-
-
-def num_frames(num_samples: int) -> int:
-    """Frames the wav2vec 2.0 CNN makes of ``num_samples`` (receptive field 400, hop 320); both backbones match it."""
-    return max(0, (int(num_samples) - 400) // 320 + 1)
-
-
-def is_wav2vec1(w2v_args) -> bool:
-    return w2v_args.model.get("_name") in WAV2VEC1_MODELS
 
 
 class Wav2Vec1Frames(nn.Module):
@@ -152,9 +123,10 @@ class Wav2Vec1Frames(nn.Module):
             raise CheckpointError(f"wav2vec 1.0 encoder with a hop of {stride} samples; the stride-2 "
                                   f"convolution to 50 Hz needs {W2V1_HOP} (100 Hz)")
         self.receptive_field = field_
-        # left padding (in 100 Hz frames) that centres output frame k on wav2vec 2.0's frame k
-        # (samples 320k..320k+400): 2 for wav2vec 1.0 large's 465-sample receptive field
-        self.left_pad = max(0, round((40 + field_ / 2) / W2V1_HOP))
+        # left padding (in 100 Hz frames) that centres output frame k (100 Hz frames 2k..2k+3,
+        # centred at 2k + 1.5) on wav2vec 2.0's frame k (samples 320k..320k+400): 2 for
+        # wav2vec 1.0 large's 465-sample receptive field
+        self.left_pad = max(0, round((1.5 * W2V1_HOP + (field_ - RECEPTIVE_FIELD) / 2) / W2V1_HOP))
 
     def forward(self, source, padding_mask, masking: Optional[Masking] = None):
         """``(B, T, frame_dim)`` features and the frame padding mask (None when no row is padded)."""
@@ -228,30 +200,14 @@ class SerFrameEmotionModel(BaseFairseqModel):
     @classmethod
     def build_model(cls, cfg: SerFrameEmotionConfig, task):
         store_class_names(cfg, task.class_names)
-        pretrained = None
-        if cfg.w2v_args is None:
-            pretrained = _load_pretrained(cfg.w2v_path)
-            with open_dict(cfg):
-                cfg.w2v_args = pretrained.w2v_args
+        overrides = finetuning_overrides(cfg, freeze_feature_encoder=cfg.freeze_feature_encoder)
+        backbone = finetuning_backbone(cfg, overrides, allow_wav2vec1=True)
         if is_wav2vec1(cfg.w2v_args):
             if cfg.frame_dim <= 0:
                 raise ValueError("model.frame_dim must be > 0 with a wav2vec 1.0 backbone")
-            w2v = _build_wav2vec1(cfg.w2v_args)
-            if pretrained is not None:
-                load_backbone_weights(w2v, pretrained.weights, cfg.w2v_path, keep_pretraining_modules=True)
-            backbone = Wav2Vec1Frames(w2v, cfg.w2v_args.model.conv_feature_layers, cfg.frame_dim,
+            backbone = Wav2Vec1Frames(backbone, cfg.w2v_args.model.conv_feature_layers, cfg.frame_dim,
                                       cfg.freeze_feature_encoder)
-        else:
-            backbone = build_wav2vec2(cfg.w2v_args, finetuning_overrides(
-                cfg, freeze_feature_encoder=cfg.freeze_feature_encoder))
-            if pretrained is not None:
-                load_backbone_weights(backbone, pretrained.weights, cfg.w2v_path, keep_pretraining_modules=False)
-            else:
-                backbone.remove_pretraining_modules()
-        if pretrained is not None:
-            logger.info("loaded %s backbone from %s", cfg.w2v_args.model._name, cfg.w2v_path)
-        normalize = bool(cfg.w2v_args.get("task", {}).get("normalize", False))
-        return cls(cfg, backbone, len(cfg.class_names), normalize)
+        return cls(cfg, backbone, len(cfg.class_names), input_normalize(cfg.w2v_args))
 
     def extract_frame_features(self, source, padding_mask=None, masking: Optional[Masking] = None):
         """Frame features ``(B, T, frame_dim)`` at 50 Hz and their padding mask (None when unpadded).
@@ -290,77 +246,3 @@ class SerFrameEmotionModel(BaseFairseqModel):
     def get_logits(self, net_output):
         return net_output["utterance_logits"]
 
-
-def _load_pretrained(path):
-    state = read_checkpoint(path)
-    name = stored_model_name(state, path)
-    if name in WAV2VEC1_MODELS:
-        return load_wav2vec1(path, state)
-    if name in BACKBONE_PREFIXES:
-        return load_backbone(path)
-    raise CheckpointError(f"{path}: holds a {name!r} model; stage 1 starts from a wav2vec 1.0 (wav2vec) "
-                          f"or wav2vec 2.0 ({', '.join(sorted(BACKBONE_PREFIXES))}) checkpoint")
-
-
-def _build_wav2vec1(w2v_args):
-    from fairseq.dataclass.utils import merge_with_parent
-    from fairseq.models.wav2vec.wav2vec import Wav2VecConfig, Wav2VecModel
-
-    model_cfg = merge_with_parent(Wav2VecConfig(), w2v_args.model, remove_missing=True)
-    return Wav2VecModel(model_cfg)
-
-
-class FrameExtractor:
-    """A trained stage-1 model turning 16 kHz waveforms into frame features for clustering."""
-
-    def __init__(self, model: SerFrameEmotionModel, path: str, device: torch.device):
-        self.model = model.eval().to(device)
-        self.path = path
-        self.device = device
-        self.dim = model.frame_dim
-
-    def describe(self) -> dict:
-        return {
-            "model": MODEL_NAME,
-            "backbone": "wav2vec 1.0" if self.model.wav2vec1 else "wav2vec 2.0",
-            "checkpoint": os.path.abspath(self.path),
-            "checkpoint_size": os.path.getsize(self.path),
-            "checkpoint_mtime": os.path.getmtime(self.path),
-            "dim": self.dim,
-            "frame_rate": 50,
-        }
-
-    @staticmethod
-    def num_frames(num_samples: int) -> int:
-        return num_frames(num_samples)
-
-    @torch.inference_mode()
-    def extract(self, wav: np.ndarray) -> np.ndarray:
-        """``(T, dim)`` float32 features of one mono 16 kHz waveform; T = ``num_frames(len(wav))``."""
-        source = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).unsqueeze(0).to(self.device)
-        features, _ = self.model.extract_frame_features(source, None)
-        return features[0].float().cpu().numpy()
-
-
-def load_frame_extractor(path: str, device: Optional[str] = None) -> FrameExtractor:
-    """Load a ``ser_frame_emotion`` checkpoint on its own (backbone config and classes are stored in it)."""
-    import fairseq_ser
-    from fairseq.dataclass.utils import merge_with_parent
-
-    fairseq_ser.register()
-    state = read_checkpoint(path)
-    name = stored_model_name(state, path)
-    if name != MODEL_NAME:
-        raise CheckpointError(f"{path}: holds a {name!r} model, not a frame-level emotion model "
-                              f"({MODEL_NAME}); train one with config/ptapt_stage1.yaml")
-    stored = checkpoint_config(state, path).model
-    if not stored.get("class_names") or stored.get("w2v_args") is None:
-        raise CheckpointError(f"{path}: {MODEL_NAME} checkpoint without its backbone config or class names")
-    cfg = merge_with_parent(SerFrameEmotionConfig(), stored, remove_missing=True)
-    model = SerFrameEmotionModel.build_model(cfg, SimpleNamespace(class_names=list(cfg.class_names)))
-    try:
-        model.load_state_dict(state["model"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not match the stored config ({str(e).splitlines()[0]})")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return FrameExtractor(model, path, dev)

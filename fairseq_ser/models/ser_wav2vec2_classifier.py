@@ -3,35 +3,25 @@
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.models import BaseFairseqModel, register_model
-from omegaconf import MISSING
 
+from .backbone import (SerBackboneConfig, finetuning_backbone, finetuning_overrides, freeze_frontend,
+                       store_class_names)
+from .checkpoint import input_normalize
 from .masked_encoder import Masking, encode, normalize_waveform
 from .pooling import build_pooling
-from .pretrained import finetuning_backbone, finetuning_overrides, freeze_frontend, store_class_names
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SerWav2Vec2ClassifierConfig(FairseqDataclass):
-    w2v_path: str = field(
-        default=MISSING,
-        metadata={"help": "wav2vec 2.0 checkpoint to start from: fairseq pretraining "
-                  "(cfg or legacy args layout), fine-tuned fairseq (w2v_args), or a "
-                  "TAPT / P-TAPT / classifier checkpoint of this package"},
-    )
-    w2v_args: Any = field(
-        default=None,
-        metadata={"help": "config of the pretrained backbone; filled from w2v_path at "
-                  "build time and stored in the checkpoint so it loads on its own"},
-    )
+class SerWav2Vec2ClassifierConfig(SerBackboneConfig):
     class_names: Optional[List[str]] = field(
         default=None,
         metadata={"help": "class names in output order; filled from the task's "
@@ -86,11 +76,6 @@ class SerWav2Vec2ClassifierConfig(FairseqDataclass):
                   "spans of mask_channel_length (at least one span)"},
     )
     mask_channel_length: int = field(default=64, metadata={"help": "channel mask span"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout in the Transformer"})
-    attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
-    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
-    dropout_input: float = field(default=0.1, metadata={"help": "dropout on the projected features"})
-    layerdrop: float = field(default=0.1, metadata={"help": "probability of dropping a Transformer layer"})
     head_dropout: float = field(default=0.0, metadata={"help": "dropout before the output layer"})
 
 
@@ -126,8 +111,7 @@ class SerWav2Vec2Classifier(BaseFairseqModel):
         overrides = finetuning_overrides(cfg, layerdrop=0.0 if cfg.weighted_layer_sum else None,
                                          freeze_feature_encoder=cfg.freeze_feature_encoder)
         backbone = finetuning_backbone(cfg, overrides)
-        normalize = bool(cfg.w2v_args.task.get("normalize", False))
-        return cls(cfg, backbone, len(cfg.class_names), normalize)
+        return cls(cfg, backbone, len(cfg.class_names), input_normalize(cfg.w2v_args))
 
     def set_num_updates(self, num_updates):
         super().set_num_updates(num_updates)

@@ -2,31 +2,24 @@
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import torch.nn as nn
 import torch.nn.functional as F
-from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
-from omegaconf import MISSING, open_dict
+from omegaconf import open_dict
 
 from ..errors import CheckpointError
+from .backbone import SerBackboneConfig, finetuning_backbone, finetuning_overrides, freeze_frontend
+from .checkpoint import input_normalize
 from .heads import linear_head
 from .masked_encoder import Masking, encode, normalize_waveform
-from .pretrained import finetuning_backbone, finetuning_overrides, freeze_frontend
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SerWav2Vec2PtaptConfig(FairseqDataclass):
-    w2v_path: str = field(
-        default=MISSING,
-        metadata={"help": "wav2vec 2.0 checkpoint to start from (any layout V-FT accepts)"},
-    )
-    w2v_args: Any = field(
-        default=None, metadata={"help": "backbone config; filled from w2v_path and stored"}
-    )
+class SerWav2Vec2PtaptConfig(SerBackboneConfig):
     cluster_sizes: Optional[List[int]] = field(
         default=None, metadata={"help": "clusters per label set; filled from the task and stored"}
     )
@@ -45,11 +38,6 @@ class SerWav2Vec2PtaptConfig(FairseqDataclass):
         metadata={"help": "keep the learned mask embedding at its pretrained value (the "
                   "reference does not train it); false trains it"},
     )
-    dropout: float = field(default=0.1, metadata={"help": "dropout in the Transformer"})
-    attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
-    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
-    dropout_input: float = field(default=0.1, metadata={"help": "dropout on the projected features"})
-    layerdrop: float = field(default=0.1, metadata={"help": "probability of dropping a Transformer layer"})
 
 
 @register_model("ser_wav2vec2_ptapt", dataclass=SerWav2Vec2PtaptConfig)
@@ -74,7 +62,7 @@ class SerWav2Vec2Ptapt(BaseFairseqModel):
         with open_dict(cfg):
             cfg.cluster_sizes = sizes
         backbone = finetuning_backbone(cfg, finetuning_overrides(cfg))
-        return cls(cfg, backbone, sizes, normalize_input=bool(cfg.w2v_args.task.get("normalize", False)))
+        return cls(cfg, backbone, sizes, normalize_input=input_normalize(cfg.w2v_args))
 
     def forward(self, source, padding_mask=None, **kwargs):
         if self.normalize_input:

@@ -21,7 +21,8 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import MISSING, open_dict
 
 from ..errors import CheckpointError
-from .pretrained import build_wav2vec2, load_backbone, load_backbone_weights
+from .backbone import build_wav2vec2, load_backbone_weights
+from .checkpoint import input_normalize, load_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class SerWav2Vec2Tapt(BaseFairseqModel):
 
 def check_normalize(cfg: SerWav2Vec2TaptConfig, task) -> None:
     """The audio must be normalised the way the checkpoint was pretrained."""
-    pretrained = bool(cfg.w2v_args.task.get("normalize", False))
+    pretrained = input_normalize(cfg.w2v_args)
     current = getattr(task.cfg, "normalize", None) if task is not None else None
     if current is not None and bool(current) != pretrained:
         raise CheckpointError(

@@ -1,49 +1,39 @@
-"""Loading the wav2vec 2.0 checkpoints users bring: the one module that reads them.
+"""Reading the checkpoints users bring and the ones this package trains: the one module that reads them.
 
-Accepted at ``model.w2v_path``:
+Accepted as a backbone (``model.w2v_path``):
 
 - fairseq wav2vec 2.0 pretraining checkpoints in the current layout (``cfg``)
   and in the legacy layout whose ``args`` is an ``argparse.Namespace`` (as the
   released ``wav2vec_small.pt`` ships);
 - fairseq fine-tuned checkpoints (CTC, seq2seq, classification) that carry
   the pretrained model's config in ``w2v_args``;
-- this package's own checkpoints (an emotion classifier), whose backbone is
-  reused;
+- this package's own checkpoints (an emotion classifier, TAPT, P-TAPT), whose
+  backbone is reused;
 - HuggingFace ``transformers`` wav2vec2 folders, converted in memory by
-  :mod:`.hf_import` (``fairseq-ser import-hf`` writes the same checkpoint to a file).
+  :mod:`.hf_import` (``fairseq-ser import-hf`` writes the same checkpoint to a file);
+- fairseq wav2vec 1.0 checkpoints (P-TAPT step 1), read by :func:`load_wav2vec1`.
 
-fairseq wav2vec 1.0 checkpoints (P-TAPT step 1) are read by :func:`load_wav2vec1`.
-
-Everything is turned into a :class:`PretrainedBackbone`: the full config the
-backbone was pretrained with (kept as ``w2v_args`` inside fine-tuned models so
-they load without the original file) and the backbone's weights, keyed as in
-fairseq's ``Wav2Vec2Model``.
+Files are unpickled by :mod:`.safe_load`. A backbone becomes a
+:class:`PretrainedBackbone`: the full config it was pretrained with (kept as
+``w2v_args`` inside fine-tuned models so they load without the original file)
+and its weights, keyed as in fairseq's ``Wav2Vec2Model``.
+:func:`load_trained` loads a model this package trained, on its own.
+:mod:`.backbone` builds models from what is read here.
 """
 
 import argparse
-import logging
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from types import SimpleNamespace
+from typing import Any, Dict, Optional, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 from .safe_load import load_checkpoint_file
-
-logger = logging.getLogger(__name__)
-
-# Modules of Wav2Vec2Model used only by the contrastive pretraining objective.
-PRETRAINING_ONLY_PREFIXES = (
-    "quantizer.",
-    "input_quantizer.",
-    "project_q.",
-    "project_inp.",
-    "final_proj.",
-    "target_glu.",
-)
 
 # model name -> prefix of the wav2vec 2.0 weights inside that model's state dict
 BACKBONE_PREFIXES = {
@@ -54,6 +44,16 @@ BACKBONE_PREFIXES = {
     "ser_wav2vec2_classifier": "backbone.",
     "ser_wav2vec2_ptapt": "backbone.",
     "ser_wav2vec2_tapt": "w2v_model.",
+}
+
+# model names of fairseq wav2vec 1.0 ("audio_cpc": its name before fairseq 0.9)
+WAV2VEC1_MODELS = ("wav2vec", "audio_cpc")
+
+# models of this package that load on their own (load_trained): what they are, and the
+# config that trains one, for the message when a checkpoint holds another model
+TRAINED_MODELS = {
+    "ser_wav2vec2_classifier": ("an emotion classifier", "config/vft.yaml"),
+    "ser_frame_emotion": ("a frame-level emotion model", "config/ptapt_stage1.yaml"),
 }
 
 
@@ -70,6 +70,14 @@ class PretrainedBackbone:
     @property
     def has_pretraining_modules(self) -> bool:
         return any(k.startswith("quantizer.") for k in self.weights)
+
+
+@dataclass
+class PretrainedWav2Vec1:
+    path: str
+    w2v_args: DictConfig  # {"model": Wav2VecConfig fields with _name "wav2vec", "task": {...}}
+    weights: Dict[str, torch.Tensor]  # fairseq Wav2VecModel state dict
+    source_model: str = "wav2vec"
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
@@ -126,7 +134,7 @@ def _namespace_to_config(args: argparse.Namespace, path: str) -> DictConfig:
             warnings.simplefilter("ignore")
             return convert_namespace_to_omegaconf(args)
     except Exception as e:
-        raise CheckpointError(f"{path}: cannot convert the legacy 'args' of this checkpoint ({_first_line(e)})")
+        raise CheckpointError(f"{path}: cannot convert the legacy 'args' of this checkpoint ({first_line(e)})")
 
 
 def model_name(cfg: DictConfig) -> Optional[str]:
@@ -136,9 +144,33 @@ def model_name(cfg: DictConfig) -> Optional[str]:
     return model_cfg.get("_name", None) or model_cfg.get("arch", None)
 
 
-def load_backbone(path: str) -> PretrainedBackbone:
-    """Read any accepted checkpoint and return its wav2vec 2.0 backbone config and weights."""
-    state = read_checkpoint(path)
+def stored_model_name(state: Dict[str, Any], path: str) -> Optional[str]:
+    """Name of the model a checkpoint read by :func:`read_checkpoint` holds, without converting legacy args."""
+    if state.get("cfg") is not None:
+        return model_name(checkpoint_config(state, path))
+    args = state.get("args")
+    if isinstance(args, argparse.Namespace):
+        return getattr(args, "arch", None)
+    raise CheckpointError(f"{path}: checkpoint has neither 'cfg' nor 'args'; cannot tell what model it holds")
+
+
+def input_normalize(w2v_args) -> bool:
+    """Whether the backbone was pretrained on normalised waveforms (its ``task.normalize``; absent: no)."""
+    task = w2v_args.get("task", None) if w2v_args is not None else None
+    return bool(task.get("normalize", False)) if task is not None else False
+
+
+def is_wav2vec1(w2v_args) -> bool:
+    """Whether a backbone config (``w2v_args``) describes a fairseq wav2vec 1.0."""
+    return w2v_args.model.get("_name") in WAV2VEC1_MODELS
+
+
+def load_backbone(path: str, state: Optional[Dict[str, Any]] = None) -> PretrainedBackbone:
+    """Read any accepted checkpoint and return its wav2vec 2.0 backbone config and weights.
+
+    ``state``: the checkpoint already read by :func:`read_checkpoint`.
+    """
+    state = read_checkpoint(path) if state is None else state
     cfg = checkpoint_config(state, path)
     name = model_name(cfg)
     if name not in BACKBONE_PREFIXES:
@@ -177,132 +209,6 @@ def load_backbone(path: str) -> PretrainedBackbone:
                               criterion=criterion)
 
 
-def build_wav2vec2(w2v_args: DictConfig, overrides: Optional[Dict[str, Any]] = None):
-    """Build a fairseq ``Wav2Vec2Model`` from a pretraining config, with field overrides."""
-    from fairseq.dataclass.utils import merge_with_parent
-    from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
-
-    model_cfg = OmegaConf.create(OmegaConf.to_container(w2v_args.model, resolve=True))
-    with open_dict(model_cfg):
-        model_cfg.pop("_name", None)
-        for key, value in (overrides or {}).items():
-            model_cfg[key] = value
-    model_cfg = merge_with_parent(Wav2Vec2Config(), model_cfg, remove_missing=True)
-    return Wav2Vec2Model(model_cfg)
-
-
-def finetuning_overrides(cfg, layerdrop: Optional[float] = None, freeze_feature_encoder: bool = True):
-    """Backbone config fields a fine-tuning model (V-FT, P-TAPT, stage 1) replaces.
-
-    ``cfg`` holds the model's dropout fields. Masking is switched off in the
-    backbone: this package draws its own masks (see masked_encoder).
-    """
-    return {
-        "dropout": cfg.dropout,
-        "attention_dropout": cfg.attention_dropout,
-        "activation_dropout": cfg.activation_dropout,
-        "dropout_input": cfg.dropout_input,
-        "dropout_features": 0.0,
-        "encoder_layerdrop": cfg.layerdrop if layerdrop is None else layerdrop,
-        "mask_prob": 0.0,
-        "mask_channel_prob": 0.0,
-        "feature_grad_mult": 0.0 if freeze_feature_encoder else 1.0,
-    }
-
-
-def finetuning_backbone(cfg, overrides: Dict[str, Any]):
-    """The wav2vec 2.0 of a fine-tuning model's ``cfg`` (``w2v_path`` / ``w2v_args``), heads removed.
-
-    When ``cfg.w2v_args`` is unset (a new run), ``cfg.w2v_path`` is read, its
-    config stored in ``cfg.w2v_args`` and its weights loaded; otherwise (a
-    checkpoint of the fine-tuned model being loaded) the backbone is built from
-    ``cfg.w2v_args`` and its weights come with the model's own.
-    """
-    pretrained = None
-    if cfg.w2v_args is None:
-        pretrained = load_backbone(cfg.w2v_path)
-        with open_dict(cfg):
-            cfg.w2v_args = pretrained.w2v_args
-    backbone = build_wav2vec2(cfg.w2v_args, overrides)
-    if pretrained is None:
-        backbone.remove_pretraining_modules()
-    else:
-        load_backbone_weights(backbone, pretrained.weights, cfg.w2v_path, keep_pretraining_modules=False)
-        logger.info("wav2vec 2.0 backbone from %s (%s checkpoint)", cfg.w2v_path, pretrained.source_model)
-    return backbone
-
-
-def store_class_names(cfg, class_names) -> None:
-    """Record the task's classes in a model config; a loaded model must have been trained on them."""
-    class_names = list(class_names)
-    if cfg.class_names is not None and list(cfg.class_names) != class_names:
-        raise CheckpointError(f"the model was trained on classes {list(cfg.class_names)} but the data "
-                              f"dictionary lists {class_names}")
-    with open_dict(cfg):
-        cfg.class_names = class_names
-
-
-def freeze_frontend(backbone, feature_encoder: bool = True, projection: bool = True,
-                    mask_emb: bool = False) -> None:
-    """Freeze the CNN feature encoder, the feature projection (layer norm + linear) and / or the mask embedding."""
-    if feature_encoder:
-        backbone.feature_extractor.requires_grad_(False)
-    if projection:
-        for module in (backbone.layer_norm, backbone.post_extract_proj):
-            if module is not None:
-                module.requires_grad_(False)
-    if mask_emb:
-        backbone.mask_emb.requires_grad_(False)
-
-
-def load_backbone_weights(model, weights: Dict[str, torch.Tensor], path: str, keep_pretraining_modules: bool):
-    """Load ``weights`` into ``model``; any missing or mismatched weight is an error.
-
-    Without ``keep_pretraining_modules``, the quantizer and projection heads
-    are removed from the model first and their weights ignored.
-    """
-    if not keep_pretraining_modules:
-        model.remove_pretraining_modules()
-        weights = {k: v for k, v in weights.items() if not k.startswith(PRETRAINING_ONLY_PREFIXES)}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {_preview(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {_preview(unexpected)}")
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes: " + "; ".join(parts))
-    mismatched = [k for k in expected if tuple(expected[k].shape) != tuple(weights[k].shape)]
-    if mismatched:
-        k = mismatched[0]
-        raise CheckpointError(f"{path}: weight {k} has shape {tuple(weights[k].shape)}, "
-                              f"the model expects {tuple(expected[k].shape)}")
-    model.load_state_dict(weights, strict=True)
-
-
-# model names of fairseq wav2vec 1.0 ("audio_cpc": its name before fairseq 0.9)
-WAV2VEC1_MODELS = ("wav2vec", "audio_cpc")
-
-
-@dataclass
-class PretrainedWav2Vec1:
-    path: str
-    w2v_args: DictConfig  # {"model": Wav2VecConfig fields with _name "wav2vec", "task": {...}}
-    weights: Dict[str, torch.Tensor]  # fairseq Wav2VecModel state dict
-
-
-def stored_model_name(state: Dict[str, Any], path: str) -> Optional[str]:
-    """Name of the model a checkpoint read by :func:`read_checkpoint` holds, without converting legacy args."""
-    if state.get("cfg") is not None:
-        return model_name(checkpoint_config(state, path))
-    args = state.get("args")
-    if isinstance(args, argparse.Namespace):
-        return getattr(args, "arch", None)
-    raise CheckpointError(f"{path}: checkpoint has neither 'cfg' nor 'args'; cannot tell what model it holds")
-
-
 def load_wav2vec1(path: str, state: Optional[Dict[str, Any]] = None) -> PretrainedWav2Vec1:
     """Config and weights of a fairseq wav2vec 1.0 checkpoint (``wav2vec_large.pt``: legacy ``args``; or ``cfg``).
 
@@ -310,8 +216,6 @@ def load_wav2vec1(path: str, state: Optional[Dict[str, Any]] = None) -> Pretrain
     the run, and old ones name tasks fairseq no longer registers).
     ``state``: the checkpoint already read by :func:`read_checkpoint`.
     """
-    import dataclasses
-
     from fairseq.models.wav2vec.wav2vec import Wav2VecConfig
 
     state = read_checkpoint(path) if state is None else state
@@ -333,11 +237,47 @@ def load_wav2vec1(path: str, state: Optional[Dict[str, Any]] = None) -> Pretrain
     return PretrainedWav2Vec1(path=path, w2v_args=w2v_args, weights=dict(state["model"]))
 
 
-def _preview(keys, n=5):
-    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
+def load_wav2vec1_or_2(path: str) -> Union[PretrainedWav2Vec1, PretrainedBackbone]:
+    """The wav2vec 1.0 or 2.0 backbone of a checkpoint (P-TAPT step 1 starts from either)."""
+    state = read_checkpoint(path)
+    name = stored_model_name(state, path)
+    if name in WAV2VEC1_MODELS:
+        return load_wav2vec1(path, state)
+    if name in BACKBONE_PREFIXES:
+        return load_backbone(path, state)
+    raise CheckpointError(f"{path}: holds a {name!r} model; stage 1 starts from a wav2vec 1.0 (wav2vec) "
+                          f"or wav2vec 2.0 ({', '.join(sorted(BACKBONE_PREFIXES))}) checkpoint")
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+def load_trained(path: str, expected_model: str):
+    """Build the ``expected_model`` a checkpoint of this package holds and load its weights strictly.
+
+    The checkpoint is enough: its stored model config (merged into the
+    registered dataclass, so fields added since keep their defaults) holds the
+    backbone's config (``w2v_args``) and the class names. Returns the model on
+    the CPU, in training mode as built; its config is ``model.cfg``.
+    """
+    import fairseq_ser
+    from fairseq.dataclass.utils import merge_with_parent
+    from fairseq.models import MODEL_DATACLASS_REGISTRY, MODEL_REGISTRY
+
+    fairseq_ser.register()
+    state = read_checkpoint(path)
+    name = stored_model_name(state, path)
+    if name != expected_model:
+        what, config = TRAINED_MODELS[expected_model]
+        raise CheckpointError(f"{path}: holds a {name!r} model, not {what} ({expected_model}); "
+                              f"train one with {config}")
+    stored = checkpoint_config(state, path).model
+    if not stored.get("class_names") or stored.get("w2v_args") is None:
+        raise CheckpointError(f"{path}: {expected_model} checkpoint without its backbone config or class names")
+    cfg = merge_with_parent(MODEL_DATACLASS_REGISTRY[expected_model](), stored, remove_missing=True)
+    with warnings.catch_warnings():
+        # fairseq's positional convolution uses torch's deprecated weight_norm
+        warnings.filterwarnings("ignore", message=".*weight_norm.* is deprecated")
+        model = MODEL_REGISTRY[expected_model].build_model(cfg, SimpleNamespace(class_names=list(cfg.class_names)))
+    try:
+        model.load_state_dict(state["model"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not match the stored config ({first_line(e)})")
+    return model
