@@ -25,6 +25,8 @@ import os
 import shutil
 import time
 
+from .options import say
+
 
 def add_arguments(parser):
     parser.add_argument("--out", default="demo_out", help="working folder (default: %(default)s)")
@@ -35,8 +37,8 @@ def add_arguments(parser):
                         help="utterances per speaker and class (default: %(default)s)")
     parser.add_argument("--methods", default="vft,tapt,ptapt",
                         help="comma-separated methods to run (default: %(default)s)")
-    parser.add_argument("--folds", type=int, default=2,
-                        help="speaker-independent folds (default: %(default)s)")
+    parser.add_argument("--num-folds", type=int, default=2, metavar="K",
+                        help="number of speaker-independent folds (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=2,
                         help="V-FT runs per fold and method, with seeds 1, 2, ... (default: %(default)s)")
     parser.add_argument("--pretrain-updates", type=int, default=250,
@@ -86,7 +88,7 @@ def fresh_start(out):
         return
     if not os.path.isfile(os.path.join(out, "corpus", "synthetic.json")):
         raise DataError(f"{out}: exists and is not a demo folder; pass another --out")
-    print(f"== removing the earlier demo in {out} (--resume continues it instead)", flush=True)
+    say(f"== removing the earlier demo in {out} (--resume continues it instead)")
     shutil.rmtree(out)
 
 
@@ -114,7 +116,7 @@ def pretrain(args, out, config_dir):
             "--config-name", "pretrain_tiny", f"task.data={data}", f"checkpoint.save_dir={directory}", *CPU,
             f"optimization.max_update={args.pretrain_updates}"]
     execute(Stage("pretrain", "tiny wav2vec 2.0 pretraining (the stand-in for wav2vec_small.pt)", directory,
-                  argv, {"updates": args.pretrain_updates}, outputs=["checkpoint_last.pt"]))
+                  argv, {"updates": args.pretrain_updates}, outputs=["checkpoint_last.pt"]), report=say)
     return os.path.join(directory, "checkpoint_last.pt")
 
 
@@ -138,15 +140,15 @@ def run(args):
     if not args.resume:
         fresh_start(out)
     t0 = time.time()
-    print(f"== corpus: {args.speakers} synthetic speakers x 4 emotions x {args.per_class} utterances, "
-          f"{args.folds} speaker-independent folds", flush=True)
+    say(f"== corpus: {args.speakers} synthetic speakers x 4 emotions x {args.per_class} utterances, "
+        f"{args.num_folds} speaker-independent folds")
     corpus = os.path.join(out, "corpus")
     generate_corpus(corpus, num_speakers=args.speakers, utterances_per_class=args.per_class, seed=0,
                     progress=False)
     result = prepare_folder(corpus, os.path.join(out, "manifests"), speaker_regex=r"^(spk\d+)_",
-                            folds=args.folds, progress=False)
+                            folds=args.num_folds, progress=False)
     for fold, counts in result.counts.items():
-        print(f"   {fold}: " + ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items()), flush=True)
+        say(f"   {fold}: " + ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items()))
     timings = {"corpus": time.time() - t0}
 
     t = time.time()
@@ -154,9 +156,10 @@ def run(args):
     timings["pretraining"] = time.time() - t
 
     t = time.time()
+    # scored on the CPU, where the demo trains (CPU's common.cpu=true)
     CrossValidation(folds_root=os.path.join(out, "manifests"), w2v_path=w2v, out_dir=os.path.join(out, "cv"),
                     methods=methods, runs=args.runs, overrides=Overrides.parse(demo_overrides(args)), ks=ks,
-                    config_dir=config_dir, progress=False).run()
+                    config_dir=config_dir, progress=False, device="cpu", report=say).run()
     timings["cv"] = time.time() - t
     print("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
           + f"; total {time.time() - t0:.0f} s")

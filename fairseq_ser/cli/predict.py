@@ -1,6 +1,6 @@
 """Predict the emotion of audio files with a trained classifier.
 
-``fairseq-ser predict CKPT PATH... [--output predictions.jsonl|.csv]``: PATH
+``fairseq-ser predict --checkpoint CKPT PATH... [--output predictions.jsonl|.csv]``: PATH
 are audio files or folders (searched recursively), in any format and at any
 sample rate soundfile reads, mono or multichannel. Each file gets its most
 probable emotion, the probability of every class and its duration; files
@@ -14,9 +14,8 @@ is 1 when every file failed.
 import argparse
 import sys
 
-# formats libsndfile reads (mp3 needs libsndfile >= 1.1, opus >= 1.0.29)
-AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "oga", "opus", "mp3", "aiff", "aif", "aifc", "au", "snd",
-                    "caf", "w64", "rf64")
+from ..data.audio import AUDIO_EXTENSIONS
+from .options import add_device_argument, torch_device
 
 
 def _seconds(text):
@@ -39,7 +38,7 @@ def _positive_seconds(text):
 
 
 def add_arguments(parser):
-    parser.add_argument("checkpoint", metavar="CKPT",
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
                         help="emotion classifier checkpoint (e.g. checkpoints/vft/checkpoint_best.pt)")
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="audio files, or folders searched recursively for --extensions")
@@ -61,8 +60,7 @@ def add_arguments(parser):
                         "batched together (default: %(default)s)")
     parser.add_argument("--extensions", default=",".join(AUDIO_EXTENSIONS), metavar="EXT,...",
                         help="file extensions searched for in folders (default: %(default)s)")
-    parser.add_argument("--device", metavar="DEV",
-                        help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
+    add_device_argument(parser, "the classifier runs")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                         help="fp32, or autocast to bf16 / fp16 (fp16 on CUDA only) (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
@@ -83,7 +81,8 @@ def run(args):
         raise SerError(f"--window-seconds / --hop-seconds / --min-window-seconds: {e}")
     if args.output:
         output_format(args.output)
-    clf = EmotionClassifier.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+    clf = EmotionClassifier.from_checkpoint(args.checkpoint, device=torch_device(args.device),
+                                            precision=args.precision)
     files = find_audio(args.paths, [e.strip() for e in args.extensions.split(",") if e.strip()])
 
     stats = PredictionStats()

@@ -10,6 +10,7 @@ import argparse
 import os
 
 from ..data.audio_cache import DEFAULT_MIN_SECONDS
+from ..frames import RECEPTIVE_FIELD
 
 CORPORA = ("iemocap", "emodb", "folder", "json")
 
@@ -22,7 +23,7 @@ def add_arguments(parser):
                        "reruns reuse what is there")
     audio.add_argument("--min-seconds", type=float, default=DEFAULT_MIN_SECONDS, metavar="S",
                        help="exclude files shorter than this (default: %(default)s s; never "
-                       "below the model's 400-sample receptive field)")
+                       f"below the model's {RECEPTIVE_FIELD}-sample receptive field)")
     audio.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                        help="threads inspecting and converting audio (default: up to 8)")
     audio.add_argument("--no-progress", action="store_true",
@@ -71,7 +72,7 @@ def add_arguments(parser):
     p.add_argument("corpus_dir", metavar="EMODB_DIR", help="the corpus folder (holding wav/) or wav/ itself")
     p.add_argument("out_dir", metavar="OUT_DIR", nargs="?", default=os.path.join("manifests", "emodb"),
                    help="where the fold folders are written (default: %(default)s)")
-    p.add_argument("--folds", type=_positive_int, default=None, metavar="K",
+    p.add_argument("--num-folds", type=_positive_int, default=None, metavar="K",
                    help="K folds of speaker groups balanced by utterance count "
                    "(default: one fold per speaker)")
 
@@ -89,7 +90,7 @@ def add_arguments(parser):
     p.add_argument("--speaker-regex", metavar="REGEX",
                    help="take the speaker from the file name: group 'speaker' or the first group, "
                    "e.g. '^(spk\\d+)_'; makes the folds speaker-independent")
-    p.add_argument("--folds", type=_positive_int, default=5, metavar="K",
+    p.add_argument("--num-folds", type=_positive_int, default=5, metavar="K",
                    help="number of folds; 1 writes a single train/valid/test split with a fifth "
                    "of the speakers (or utterances) held out for test (default: %(default)s)")
 
@@ -133,14 +134,14 @@ def run(args):
         from ..data.corpora.emodb import prepare_emodb
 
         result = prepare_emodb(args.corpus_dir, args.out_dir, label_map=label_map,
-                               folds=args.folds, valid=valid, **common)
+                               folds=args.num_folds, valid=valid, **common)
     elif args.corpus == "folder":
         from ..data.corpora.custom import prepare_folder
 
         out_dir = args.out_dir or os.path.join("manifests", args.name)
         result = prepare_folder(args.corpus_dir, out_dir, label_regex=args.label_regex,
                                 speaker_regex=args.speaker_regex, label_map=label_map,
-                                folds=args.folds, valid=valid, **common)
+                                folds=args.num_folds, valid=valid, **common)
     else:
         from ..data.corpora.custom import prepare_json
 

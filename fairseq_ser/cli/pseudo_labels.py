@@ -14,6 +14,8 @@ km{K}.json, labels.json, and the intermediate features/ and parts/ folders.
 import os
 
 STEPS = ("run", "dump", "kmeans", "assign")
+# --device, spelled as in the other commands -> what the clustering functions take
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def add_arguments(parser):
@@ -69,8 +71,9 @@ def add_arguments(parser):
             p.add_argument("--chunk-frames", type=int, default=16384,
                            help="frames read and labelled at a time (default: %(default)s)")
         if step in ("run", "kmeans", "assign"):
-            p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                           help="where FAISS runs: auto = every GPU FAISS sees, else the CPU (default: %(default)s)")
+            p.add_argument("--device", choices=DEVICES, default="auto",
+                           help="where FAISS runs: cuda = every GPU FAISS sees, auto = those GPUs if "
+                           "there are any, else the CPU (default: %(default)s)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -109,8 +112,8 @@ def run(args):
             dump_split(extractor, args.data, split, args.label_dir, args.nshard, _ranks(args), args.dtype, progress)
     if args.step in ("run", "kmeans"):
         learn_kmeans(args.label_dir, args.kmeans_splits, args.ks, args.nshard, args.sample_fraction,
-                     args.max_sample_frames, args.niter, args.seed, args.device, verbose=args.verbose,
-                     max_points_per_centroid=args.max_points_per_centroid,
+                     args.max_sample_frames, args.niter, args.seed, args.device,
+                     verbose=args.verbose, max_points_per_centroid=args.max_points_per_centroid,
                      min_sample_frames=args.min_sample_frames)
     if args.step in ("run", "assign"):
         ks = args.ks or learned_ks(args.label_dir)

@@ -35,14 +35,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 from ..errors import AudioError, DataError
 from ..fileio import atomic_open
 from .audio_cache import AudioCheck, inspect_audio
-from .folds import SpeakerRule, carve_valid, speaker_groups, stratified_folds
+from .splits import SpeakerRule, carve_valid, speaker_groups, stratified_folds
 from .manifest import DEFAULT_LABEL_EXT, dict_path, write_label_dict, write_split
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 EXCLUDED_FILE = "excluded.tsv"
-# --folds 1 keeps the first fold of this many, i.e. about a fifth held out for test
+# --num-folds 1 keeps the first fold of this many, i.e. about a fifth held out for test
 SINGLE_SPLIT_PARTS = 5
 _FOLD_DIR = re.compile(r"^fold\d+$")
 _FOLD_FILES = re.compile(r"^((train|valid|test)\.\w+|dict\.\w+\.txt)$")
@@ -82,7 +82,9 @@ class Listing:
 
 
 @dataclass
-class Fold:
+class FoldAssignment:
+    """Which utterances one fold folder will list in each split; :func:`write_fold` writes it."""
+
     name: str
     train: List[Utterance]
     valid: List[Utterance]
@@ -148,7 +150,7 @@ def map_classes(label_map: Dict[str, str]) -> List[str]:
 # --- folds --------------------------------------------------------------------
 
 def build_folds(items: Sequence[Utterance], test_sets: Sequence[Sequence[int]],
-                valid: ValidSpec) -> List[Fold]:
+                valid: ValidSpec) -> List[FoldAssignment]:
     """Fold k tests on ``test_sets[k]`` and trains on the rest, minus its validation split."""
     folds = []
     for k, test in enumerate(test_sets, start=1):
@@ -158,12 +160,12 @@ def build_folds(items: Sequence[Utterance], test_sets: Sequence[Sequence[int]],
         train, dev = carve_valid(items, train, k, mode=valid.mode, fraction=valid.fraction,
                                  seed=valid.seed, test_speakers=test_speakers,
                                  speaker_rule=valid.speaker_rule)
-        folds.append(Fold(f"fold{k}", [items[i] for i in train], [items[i] for i in dev],
+        folds.append(FoldAssignment(f"fold{k}", [items[i] for i in train], [items[i] for i in dev],
                           [items[i] for i in sorted(test)]))
     return folds
 
 
-def speaker_folds(items: Sequence[Utterance], folds: Optional[int], valid: ValidSpec) -> List[Fold]:
+def speaker_folds(items: Sequence[Utterance], folds: Optional[int], valid: ValidSpec) -> List[FoldAssignment]:
     """Speaker-independent folds: ``folds`` speaker groups (None: one per speaker).
 
     ``folds=1`` writes a single fold: the first of a
@@ -183,7 +185,7 @@ def speaker_folds(items: Sequence[Utterance], folds: Optional[int], valid: Valid
     return build_folds(items, test_sets[:1] if folds == 1 else test_sets, valid)
 
 
-def random_folds(items: Sequence[Utterance], folds: int, valid: ValidSpec) -> List[Fold]:
+def random_folds(items: Sequence[Utterance], folds: int, valid: ValidSpec) -> List[FoldAssignment]:
     """Class-stratified random folds (not speaker-independent); ``folds=1`` as in :func:`speaker_folds`."""
     parts = SINGLE_SPLIT_PARTS if folds == 1 else folds
     test_sets = stratified_folds(items, parts, f"{valid.seed}:folds")
@@ -223,7 +225,7 @@ def inspect_all(utterances: Sequence[Utterance], cache_dir: str, check: AudioChe
     return kept, excluded
 
 
-def prepare(listing: Listing, out_dir: str, make_folds: Callable[[List[Utterance]], List[Fold]], *,
+def prepare(listing: Listing, out_dir: str, make_folds: Callable[[List[Utterance]], List[FoldAssignment]], *,
             cache_dir: Optional[str] = None, check: AudioCheck = AudioCheck(),
             jobs: Optional[int] = None, progress: bool = True,
             ext: str = DEFAULT_LABEL_EXT) -> PrepareResult:
@@ -241,7 +243,7 @@ def prepare(listing: Listing, out_dir: str, make_folds: Callable[[List[Utterance
                         f"files was excluded (reasons in {os.path.join(out_dir, EXCLUDED_FILE)})")
     folds = make_folds(kept)
     for fold in folds:
-        check_fold(fold, listing.class_names)  # all before writing any, so no mix of runs is left
+        check_assignment(fold, listing.class_names)  # all before writing any, so no mix of runs is left
     for fold in folds:
         write_fold(out_dir, listing.root, fold, listing.class_names, ext)
     _remove_stale_folds(out_dir, {f.name for f in folds})
@@ -251,7 +253,7 @@ def prepare(listing: Listing, out_dir: str, make_folds: Callable[[List[Utterance
                          listing.dropped, converted, cache_dir)
 
 
-def check_fold(fold: Fold, class_names: Sequence[str]) -> None:
+def check_assignment(fold: FoldAssignment, class_names: Sequence[str]) -> None:
     """:class:`DataError` if a split of ``fold`` is empty or holds a label outside ``class_names``."""
     for split in SPLITS:
         if not fold.split(split):
@@ -262,10 +264,10 @@ def check_fold(fold: Fold, class_names: Sequence[str]) -> None:
         raise DataError(f"{fold.name}: labels {sorted(unknown)} are not among the classes {list(class_names)}")
 
 
-def write_fold(out_dir: str, root: str, fold: Fold, class_names: Sequence[str],
+def write_fold(out_dir: str, root: str, fold: FoldAssignment, class_names: Sequence[str],
                ext: str = DEFAULT_LABEL_EXT) -> None:
     """Write one fold into a temporary folder, then rename it to ``out_dir/<fold.name>``."""
-    check_fold(fold, class_names)
+    check_assignment(fold, class_names)
     final = os.path.join(out_dir, fold.name)
     tmp = tempfile.mkdtemp(dir=out_dir, prefix=f".{fold.name}.", suffix=".tmp")
     try:

@@ -21,20 +21,26 @@ Resuming: a run is done when its ``metrics.json`` exists, a stage when its
 ``done.json`` does; anything else found is cleared and redone, so rerunning the
 same command finishes what an interruption left and only re-aggregates when
 everything is done.
+
+Progress lines go to ``report`` (the logger by default; ``fairseq-ser cv``
+prints them). Each run's best checkpoint is scored on ``device``.
 """
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from ..errors import CheckpointError, DataError, SerError
-from ..fileio import atomic_open
-from . import report
-from .folds import Fold, find_folds
+from ..fileio import atomic_open, read_json_or_none
+from . import report as tables
+from .fold_dirs import FoldDir, find_fold_dirs
 from .overrides import Overrides
-from .stages import METHODS, Recipe, execute, note_settings, parse_methods
+from .stages import METHODS, Recipe, Report, execute, note_settings, parse_methods
+
+logger = logging.getLogger(__name__)
 
 STAGE_CONFIGS = {"vft": ["vft"], "tapt": ["tapt", "vft"], "ptapt": ["ptapt_stage1", "ptapt", "vft"]}
 RESULT = "metrics.json"
@@ -56,8 +62,10 @@ class CrossValidation:
     stage1_w2v_path: Optional[str] = None
     keep_last: bool = False
     progress: bool = True
+    device: Optional[str] = None        # where runs are scored (cpu, cuda, cuda:N); None: CUDA when available
+    report: Report = logger.info        # progress lines
 
-    def check(self) -> List[Fold]:
+    def check(self) -> List[FoldDir]:
         """Every input, before anything runs; errors name the path or value."""
         if isinstance(self.methods, str):
             self.methods = parse_methods(self.methods)
@@ -76,7 +84,7 @@ class CrossValidation:
                 if not os.path.isfile(yaml):
                     raise DataError(f"{yaml}: not found; run from the repository root or pass --config-dir "
                                     "(the folder of vft.yaml, tapt.yaml, ...)")
-        return find_folds(self.folds_root)
+        return find_fold_dirs(self.folds_root)
 
     def run(self) -> Dict:
         folds = self.check()
@@ -84,9 +92,9 @@ class CrossValidation:
         recipe = Recipe(os.path.abspath(self.config_dir), os.path.abspath(self.w2v_path), self.overrides,
                         self.stage1_w2v_path and os.path.abspath(self.stage1_w2v_path), list(self.ks), self.seed)
         total = len(self.methods) * len(folds) * self.runs
-        print(f"== cv: {', '.join(METHODS[m] for m in self.methods)} on {len(folds)} folds "
-              f"({', '.join(f.name for f in folds)}) x {self.runs} runs = {total} fine-tuning runs; "
-              f"output: {out}", flush=True)
+        self.report(f"== cv: {', '.join(METHODS[m] for m in self.methods)} on {len(folds)} folds "
+                    f"({', '.join(f.name for f in folds)}) x {self.runs} runs = {total} fine-tuning runs; "
+                    f"output: {out}")
         start, done = time.time(), 0
         records: Dict[str, Dict[str, List[Dict]]] = {}
         for method in self.methods:
@@ -96,63 +104,61 @@ class CrossValidation:
                 label = f"{method}/{fold.name}"
                 stages, w2v = recipe.adaptation(method, fold.path, where, label)
                 for stage in stages:
-                    execute(stage, keep_all=self.keep_last)
+                    execute(stage, keep_all=self.keep_last, report=self.report)
                 records[method][fold.name] = []
                 for r in range(1, self.runs + 1):
                     done += 1
                     record = self.fine_tune(recipe, method, fold, r, w2v, f"{done}/{total}")
                     records[method][fold.name].append(record)
-        results = report.aggregate(records, METHODS)
-        tables = report.write_report(out, results)
-        print(f"\n== cross-validation results ({time.time() - start:.0f} s)\n\n{tables}\n\n"
-              f"wrote {os.path.join(out, 'results.md')}, results.json and <method>/confusion_matrix.{{txt,png}}",
-              flush=True)
+        results = tables.aggregate(records, METHODS)
+        markdown = tables.write_report(out, results)
+        self.report(f"\n== cross-validation results ({time.time() - start:.0f} s)\n\n{markdown}\n\n"
+                    f"wrote {os.path.join(out, 'results.md')}, results.json and "
+                    "<method>/confusion_matrix.{txt,png}")
         return results
 
-    def fine_tune(self, recipe: Recipe, method: str, fold: Fold, r: int, w2v: str, count: str) -> Dict:
+    def fine_tune(self, recipe: Recipe, method: str, fold: FoldDir, r: int, w2v: str, count: str) -> Dict:
         """One V-FT run and its test scores: reused when its metrics.json is there."""
         directory = os.path.join(os.path.abspath(self.out_dir), method, fold.name, f"run{r}")
         seed = self.seed + r - 1
         stage = recipe.finetune(fold.path, directory, w2v, seed, f"{method}/{fold.name}/run{r}")
-        result_path = stage.path(RESULT)
-        if os.path.isfile(result_path):
-            with open(result_path, encoding="utf-8") as f:
-                record = json.load(f)
-            print(f"[{stage.label}] skipped ({count}, done earlier): {_scores(record)}", flush=True)
-            note_settings(stage.label, record.get("settings"), stage.settings)
+        record = read_json_or_none(stage.path(RESULT))
+        if record is not None:
+            self.report(f"[{stage.label}] skipped ({count}, done earlier): {_scores(record)}")
+            note_settings(stage.label, record.get("settings"), stage.settings, self.report)
             if not self.keep_last and os.path.isfile(stage.path("checkpoint_last.pt")):
                 os.remove(stage.path("checkpoint_last.pt"))
             return record
-        train_seconds = execute(stage, keep_all=self.keep_last) or 0.0
+        train_seconds = execute(stage, keep_all=self.keep_last, report=self.report) or 0.0
         t0 = time.time()
-        summary = _evaluate(fold, stage.path("checkpoint_best.pt"), stage.path("eval-test"),
-                            self.progress, "common.cpu=true" in recipe.overrides.for_stage("vft"))
+        summary = _evaluate(fold, stage.path("checkpoint_best.pt"), stage.path("eval-test"), self.progress,
+                            self.device)
         record = dict(summary, method=method, fold=fold.name, run=r, seed=seed,
                       path=os.path.relpath(directory, os.path.abspath(self.out_dir)),
                       train_seconds=train_seconds, eval_seconds=time.time() - t0, settings=stage.settings)
-        with atomic_open(result_path, "w", encoding="utf-8") as f:
+        with atomic_open(stage.path(RESULT), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
-        print(f"[{stage.label}] test ({count}): {_scores(record)} ({record['eval_seconds']:.0f} s)", flush=True)
+        self.report(f"[{stage.label}] test ({count}): {_scores(record)} ({record['eval_seconds']:.0f} s)")
         return record
 
 
 def _scores(record: Dict) -> str:
-    return " | ".join(f"{label} {100 * record[key]:.1f}" for key, label in report.METRICS)
+    return " | ".join(f"{label} {100 * record[key]:.1f}" for key, label in tables.METRICS)
 
 
-def _evaluate(fold: Fold, checkpoint: str, results_path: str, progress: bool, cpu: bool) -> Dict:
+def _evaluate(fold: FoldDir, checkpoint: str, results_path: str, progress: bool,
+              device: Optional[str]) -> Dict:
     """Score the run's best checkpoint on the fold's test split (predictions, metrics, figure)."""
     import warnings
 
     import torch
 
-    from ..cli.evaluate import evaluate
+    from ..evaluation import evaluate
 
     with warnings.catch_warnings():
         # torch's notice about fairseq's positional convolution, once per run
         warnings.filterwarnings("ignore", message=r".*weight_norm.*deprecated", category=FutureWarning)
-        summary = evaluate(fold.path, checkpoint, "test", results_path, device="cpu" if cpu else None,
-                           progress=progress)
+        summary = evaluate(fold.path, checkpoint, "test", results_path, device=device, progress=progress)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()   # leave the GPU to the next training command
     return summary

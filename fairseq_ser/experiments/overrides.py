@@ -19,8 +19,8 @@ TRAINING_STAGES = ("vft", "tapt", "ptapt_stage1", "ptapt")
 
 # keys set per stage by the experiment, and the option that sets them
 RESERVED = {
-    "task.data": "--folds",
-    "model.w2v_path": "--w2v-path (P-TAPT stage 1: --stage1-w2v-path)",
+    "task.data": "--manifests",
+    "model.w2v_path": "--checkpoint (P-TAPT stage 1: --stage1-checkpoint)",
     "checkpoint.save_dir": "--out",
     "common.seed": "--seed",
     "common.user_dir": "the installed fairseq_ser package",
@@ -61,16 +61,6 @@ class Overrides:
     def for_stage(self, stage: str) -> List[str]:
         """The overrides of ``stage``: the common ones, then its own (which win)."""
         return list(self.common) + list(self.scoped.get(stage, []))
-
-    def extended(self, other: "Overrides") -> "Overrides":
-        """These overrides followed by ``other``'s (whose values win)."""
-        scoped = {s: list(v) for s, v in self.scoped.items()}
-        for stage, items in other.scoped.items():
-            scoped.setdefault(stage, []).extend(items)
-        return Overrides(self.common + other.common, scoped)
-
-    def as_list(self) -> List[str]:
-        return list(self.common) + [f"{s}:{o}" for s, items in self.scoped.items() for o in items]
 
 
 def _split_scope(item: str):

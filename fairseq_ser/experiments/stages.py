@@ -9,10 +9,15 @@ left: it is cleared and the stage starts again (the pseudo-label step, which
 resumes by itself, is rerun in place). The commands are the README's, with
 absolute paths; the working directory of a training stage is its folder, so
 fairseq's ``hydra_train.log`` lands there too.
+
+Progress (a stage starting, skipped, done; fairseq's epoch summaries) goes to
+a ``report`` callback, one line per call: the module's logger by default,
+standard output in ``fairseq-ser cv`` and ``demo``.
 """
 
 import glob
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,11 +25,17 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..data.manifest import cluster_ext, cluster_label_path
 from ..errors import SerError
-from ..fileio import atomic_open
+from ..fileio import atomic_open, read_json_or_none
 from .overrides import Overrides
+
+logger = logging.getLogger(__name__)
+
+# where progress lines go: one call per line (or block of lines)
+Report = Callable[[str], None]
 
 METHODS = {"vft": "V-FT", "tapt": "TAPT + V-FT", "ptapt": "P-TAPT + V-FT"}
 MARKER = "done.json"
@@ -50,16 +61,19 @@ def console_command(script: str, module: str) -> List[str]:
     return [exe] if os.path.isfile(exe) else [sys.executable, "-m", module]
 
 
-def _show_progress(line: str) -> None:
+def epoch_summary(line: str) -> Optional[str]:
+    """What is shown of a fairseq epoch summary (``   [valid] epoch 001 | loss ... | ua ...``), else None."""
     m = _PROGRESS.search(line)
-    if m:
-        fields = [f.strip() for f in m.group(2).split("|")]
-        shown = [fields[0]] + [f for f in fields[1:] if f.split(" ")[0] in _SHOWN or f.startswith("acc_km")]
-        print(f"   [{m.group(1)}] " + " | ".join(shown), flush=True)
+    if not m:
+        return None
+    fields = [f.strip() for f in m.group(2).split("|")]
+    shown = [fields[0]] + [f for f in fields[1:] if f.split(" ")[0] in _SHOWN or f.startswith("acc_km")]
+    return f"   [{m.group(1)}] " + " | ".join(shown)
 
 
-def run_logged(argv: Sequence[str], log_path: str, cwd: Optional[str] = None) -> float:
-    """Run ``argv``, writing its output to ``log_path`` and showing its epoch summaries; return seconds.
+def run_logged(argv: Sequence[str], log_path: str, cwd: Optional[str] = None, *,
+               report: Report = logger.info) -> float:
+    """Run ``argv``, writing its output to ``log_path`` and reporting its epoch summaries; return seconds.
 
     A non-zero exit raises :class:`SerError` with the log's last lines.
     """
@@ -74,7 +88,9 @@ def run_logged(argv: Sequence[str], log_path: str, cwd: Optional[str] = None) ->
         try:
             for line in proc.stdout:
                 log.write(line)
-                _show_progress(line)
+                summary = epoch_summary(line)
+                if summary is not None:
+                    report(summary)
         finally:
             proc.wait()
     if proc.returncode != 0:
@@ -106,14 +122,7 @@ class Stage:
         return os.path.join(self.directory, name)
 
 
-def read_marker(path: str) -> Optional[Dict]:
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def note_settings(label: str, recorded: Optional[Dict], settings: Dict) -> None:
+def note_settings(label: str, recorded: Optional[Dict], settings: Dict, report: Report = logger.info) -> None:
     """Say so when finished work is reused although it was made with other settings."""
     if recorded is None or recorded == settings:
         return
@@ -126,31 +135,33 @@ def note_settings(label: str, recorded: Optional[Dict], settings: Dict) -> None:
             changes += [f"-{x}" for x in old if x not in new] + [f"+{x}" for x in new if x not in old]
         else:
             changes.append(f"{key} {old!r} -> {new!r}")
-    print(f"[{label}] note: kept, but made with other settings ({', '.join(changes)}); "
-          "delete the folder to redo it", flush=True)
+    report(f"[{label}] note: kept, but made with other settings ({', '.join(changes)}); "
+           "delete the folder to redo it")
 
 
-def clear_unfinished(label: str, directory: str, what: str = "unfinished") -> None:
+def clear_unfinished(label: str, directory: str, what: str = "unfinished",
+                     report: Report = logger.info) -> None:
     if os.path.isdir(directory):
-        print(f"[{label}] {what} earlier: cleared, starting again", flush=True)
+        report(f"[{label}] {what} earlier: cleared, starting again")
         shutil.rmtree(directory)
 
 
-def execute(stage: Stage, keep_all: bool = False) -> Optional[float]:
+def execute(stage: Stage, keep_all: bool = False, report: Report = logger.info) -> Optional[float]:
     """Run ``stage`` unless it is done; return its seconds, or None when it was skipped."""
-    marker = read_marker(stage.marker)
+    marker = read_json_or_none(stage.marker)
     if marker is not None:
-        print(f"[{stage.label}] {stage.title}: skipped (done earlier in {marker['seconds']:.0f} s)", flush=True)
-        note_settings(stage.label, marker.get("settings"), stage.settings)
+        report(f"[{stage.label}] {stage.title}: skipped (done earlier in {marker['seconds']:.0f} s)")
+        note_settings(stage.label, marker.get("settings"), stage.settings, report)
         return None
     if stage.resumable and os.path.isdir(stage.directory):
-        print(f"[{stage.label}] unfinished earlier: resuming in place", flush=True)
+        report(f"[{stage.label}] unfinished earlier: resuming in place")
     elif not stage.resumable:
-        clear_unfinished(stage.label, stage.directory)
+        clear_unfinished(stage.label, stage.directory, report=report)
     os.makedirs(stage.directory, exist_ok=True)
     log_path = stage.path(stage.log_name)
-    print(f"[{stage.label}] {stage.title}: running (log: {log_path})", flush=True)
-    seconds = run_logged(stage.argv, log_path, cwd=stage.directory)
+    report(f"[{stage.label}] {stage.title}: running (log: {log_path})")
+    # looked up at call time, so that tests can stand in for the subprocess
+    seconds = run_logged(stage.argv, log_path, cwd=stage.directory, report=report)
     for name in stage.outputs:
         if not os.path.isfile(stage.path(name)):
             raise SerError(f"{stage.path(name)}: {stage.title} finished without writing it; log: {log_path}")
@@ -162,7 +173,7 @@ def execute(stage: Stage, keep_all: bool = False) -> Optional[float]:
     with atomic_open(stage.marker, "w", encoding="utf-8") as f:
         json.dump({"label": stage.label, "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                    "settings": stage.settings, "argv": stage.argv}, f, indent=2)
-    print(f"[{stage.label}] {stage.title}: done in {seconds:.0f} s", flush=True)
+    report(f"[{stage.label}] {stage.title}: done in {seconds:.0f} s")
     return seconds
 
 
@@ -215,12 +226,12 @@ class Recipe:
                 stage1.path("checkpoint_best.pt"), "--ks", *ks, "--splits", "train", "valid", "--no-progress"]
         labels = Stage(f"{label}/pseudo_labels", f"pseudo-labels (K = {', '.join(ks)})", labels_dir, argv,
                        {"command": "pseudo-labels run", "ks": ks, "start": stage1.path("checkpoint_best.pt")},
-                       log_name="pseudo_labels.log", outputs=[f"train.km{k}" for k in ks],
+                       log_name="pseudo_labels.log", outputs=[cluster_label_path("", "train", k) for k in ks],
                        disposable=["features"], resumable=True)
         ptapt = self.train(f"{label}/ptapt", "P-TAPT (pseudo-label pretraining)", "ptapt", fold_dir,
                            os.path.join(directory, "ptapt"), self.w2v_path, self.seed, outputs=[last],
                            extra=[f"task.label_dir={labels_dir}",
-                                  "task.cluster_labels=[" + ",".join(f"km{k}" for k in ks) + "]"])
+                                  "task.cluster_labels=[" + ",".join(cluster_ext(k) for k in ks) + "]"])
         return [stage1, labels, ptapt], ptapt.path(last)
 
     def finetune(self, fold_dir: str, directory: str, start: str, seed: int, label: str) -> Stage:

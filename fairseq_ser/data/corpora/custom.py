@@ -20,16 +20,14 @@ from collections import Counter
 from typing import Dict, List, Optional, Sequence
 
 from ...errors import DataError
+from ..audio import AUDIO_EXTENSIONS
 from ..audio_cache import AudioCheck
-from ..folds import stratified_split
-from ..prepare import (Exclusion, Fold, Listing, PrepareResult, Utterance, ValidSpec, check_label,
+from ..prepare import (Exclusion, FoldAssignment, Listing, PrepareResult, Utterance, ValidSpec, check_label,
                        map_classes, prepare, random_folds, speaker_folds)
+from ..splits import stratified_split
 
 logger = logging.getLogger(__name__)
 
-# file types libsndfile (hence soundfile) decodes; other files in the tree are ignored
-AUDIO_EXTENSIONS = ("wav", "wave", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "aifc",
-                    "au", "snd", "caf", "w64", "rf64", "sph", "nist", "voc", "htk")
 # the reference's split names, and the ones people also write
 _SPLIT_NAMES = {"train": "train", "val": "valid", "valid": "valid", "validation": "valid",
                 "dev": "valid", "test": "test"}
@@ -113,7 +111,7 @@ def prepare_folder(audio_dir: str, out_dir: str, *, label_regex: Optional[str] =
     listing = list_folder(audio_dir, label_regex=label_regex, speaker_regex=speaker_regex,
                           label_map=label_map, skip=[out_dir] + ([cache_dir] if cache_dir else []))
     if folds < 1:
-        raise DataError(f"--folds must be at least 1, got {folds}")
+        raise DataError(f"--num-folds must be at least 1, got {folds}")
     if speaker_regex:
         make = lambda items: speaker_folds(items, folds, valid)  # noqa: E731
     else:
@@ -181,7 +179,7 @@ def list_json(json_paths: Sequence[str], label_map: Optional[Dict[str, str]] = N
 
 
 def json_folds(items: List[Utterance], fold_specs: List[Dict[str, List[str]]],
-               valid: ValidSpec) -> List[Fold]:
+               valid: ValidSpec) -> List[FoldAssignment]:
     """One fold per split file; files excluded by inspection are left out of every fold."""
     usable = {u.path: u for u in items}
     folds = []
@@ -192,7 +190,7 @@ def json_folds(items: List[Utterance], fold_specs: List[Dict[str, List[str]]],
                                           valid.fraction, f"{valid.seed}:valid:{k}")
             parts["valid"] = [parts["train"][i] for i in dev]
             parts["train"] = [parts["train"][i] for i in train]
-        folds.append(Fold(f"fold{k}", parts["train"], parts["valid"], parts["test"]))
+        folds.append(FoldAssignment(f"fold{k}", parts["train"], parts["valid"], parts["test"]))
     return folds
 
 

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ...errors import DataError
 from ..audio_cache import AudioCheck
-from ..prepare import (Exclusion, Fold, Listing, PrepareResult, Utterance, ValidSpec,
+from ..prepare import (Exclusion, FoldAssignment, Listing, PrepareResult, Utterance, ValidSpec,
                        build_folds, map_classes, parse_label_map, prepare)
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def list_iemocap(iemocap_dir: str, label_map: Optional[Dict[str, str]] = None,
     return Listing(iemocap_dir, utterances, map_classes(label_map), excluded, dropped)
 
 
-def session_folds(items: List[Utterance], valid: ValidSpec) -> List[Fold]:
+def session_folds(items: List[Utterance], valid: ValidSpec) -> List[FoldAssignment]:
     """Fold k: test = session k, train = the others minus the validation split."""
     if valid.mode == "speaker" and valid.speaker_rule is None:
         valid = ValidSpec(valid.mode, valid.fraction, valid.seed, valid_speaker)

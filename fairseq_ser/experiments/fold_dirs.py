@@ -1,4 +1,4 @@
-"""The fold folders of a manifest root, found and checked before anything trains.
+"""The fold folders of a manifest root, found on disk and checked before anything trains.
 
 A root holds one folder per fold (``fold1`` .. ``foldN``, or any names, taken
 in natural order: ``fold2`` before ``fold10``), each with ``{train,valid,test}.tsv``,
@@ -19,7 +19,9 @@ SPLITS = ("train", "valid", "test")
 
 
 @dataclass
-class Fold:
+class FoldDir:
+    """A checked fold folder: its name (``fold1``), path, split sizes and classes."""
+
     name: str
     path: str
     sizes: dict          # split -> utterances
@@ -39,7 +41,7 @@ def _looks_like_fold(path: str, ext: str) -> bool:
             or any(os.path.exists(os.path.join(path, name)) for name in fold_files(ext)))
 
 
-def check_fold(name: str, path: str, ext: str = DEFAULT_LABEL_EXT) -> Fold:
+def check_fold_dir(name: str, path: str, ext: str = DEFAULT_LABEL_EXT) -> FoldDir:
     """Every split's manifest, labels and audio files, and the dictionary; errors name the path."""
     for split in SPLITS:
         for needed in (manifest_path(path, split), label_path(path, split, ext)):
@@ -57,20 +59,20 @@ def check_fold(name: str, path: str, ext: str = DEFAULT_LABEL_EXT) -> Fold:
             if not os.path.isfile(audio):
                 raise DataError(f"{data.manifest.path}:{i + 2}: audio file {audio} not found")
         sizes[split] = len(data.manifest)
-    return Fold(name, path, sizes, class_names)
+    return FoldDir(name, path, sizes, class_names)
 
 
-def find_folds(root: str, ext: str = DEFAULT_LABEL_EXT) -> List[Fold]:
-    """The checked folds under ``root``, in natural order."""
+def find_fold_dirs(root: str, ext: str = DEFAULT_LABEL_EXT) -> List[FoldDir]:
+    """The checked fold folders under ``root``, in natural order."""
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise DataError(f"{root}: folds folder not found")
     if os.path.isfile(manifest_path(root, "train")):
-        return [check_fold(os.path.basename(root), root, ext)]
+        return [check_fold_dir(os.path.basename(root), root, ext)]
     names = sorted((n for n in os.listdir(root)
                     if os.path.isdir(os.path.join(root, n)) and _looks_like_fold(os.path.join(root, n), ext)),
                    key=natural_key)
     if not names:
         raise DataError(f"{root}: no fold folders here (folders such as fold1 holding "
                         f"{', '.join(fold_files(ext))}, as `fairseq-ser prepare` writes)")
-    return [check_fold(n, os.path.join(root, n), ext) for n in names]
+    return [check_fold_dir(n, os.path.join(root, n), ext) for n in names]

@@ -1,4 +1,8 @@
-"""Cross-validation folds and validation splits, deterministic for a given seed.
+"""Splitting a corpus listing into folds and validation sets, deterministic for a given seed.
+
+Speaker groups of similar size (speaker-independent folds), class-stratified
+folds and splits, and the held-out validation speaker of a fold: the
+arithmetic of :mod:`.prepare`, which turns the index lists into fold folders.
 
 Every function here works on lists of items with a ``key`` (a stable,
 unique string such as the source path), a ``label`` and optionally a
