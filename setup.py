@@ -25,6 +25,8 @@ setup(
         "soundfile",
         "soxr",
         "faiss-cpu",
+        # reads HuggingFace model.safetensors weights (models/hf_weights.py)
+        "safetensors",
         "tensorboardX",
         "tqdm",
         "matplotlib",
