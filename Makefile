@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SOURCES := $(shell find fairseq_ser -name '*.py') setup.py README.md
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast test-e2e demo bench clean
 
 # Third-party environment: rebuilt only when the pins change.
 $(VENV)/.deps: constraints.txt setup.py
@@ -16,7 +16,7 @@ $(VENV)/.deps: constraints.txt setup.py
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	# torch first and exactly pinned: anything looser lets pip fetch a multi-GB CUDA build
 	$(PIP) install torch==2.13.0
-	$(PIP) install -c constraints.txt fairseq-fixed==0.12.3.1 soundfile soxr faiss-cpu tensorboardX tqdm matplotlib pytest transformers
+	$(PIP) install -c constraints.txt fairseq-fixed==0.12.3.1 soundfile soxr faiss-cpu safetensors tensorboardX tqdm matplotlib pytest transformers
 	touch $@
 
 # The package itself, installed as a regular (non-editable) package so that
@@ -27,8 +27,19 @@ $(VENV)/.pkg: $(VENV)/.deps $(SOURCES)
 
 install: $(VENV)/.pkg
 
+# The tests come in two layers (markers: pytest.ini). `make test` runs both, as CI
+# does. `make test-fast` runs the in-process layer only (no subprocess of
+# fairseq-hydra-train or fairseq-ser; under 2 minutes on 2 cores): it imports the
+# working tree from the repository root, so it needs no reinstall. `make
+# test-e2e` runs the other: the console commands as subprocesses, one chain per method.
 test: install
 	$(PY) -m pytest tests -q
+
+test-fast: $(VENV)/.deps
+	$(PY) -m pytest tests -q -m "not e2e"
+
+test-e2e: install
+	$(PY) -m pytest tests -q -m e2e
 
 demo: install
 	$(VENV)/bin/fairseq-ser demo

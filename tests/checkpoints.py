@@ -264,3 +264,33 @@ def make_wav2vec1(out: str, layout: str = "args", seed: int = 0) -> str:
         raise ValueError(f"layout must be 'args' or 'cfg', not {layout!r}")
     torch.save(state, out)
     return out
+
+
+def make_classifier(w2v_path: str, data_dir: str, out: str, overrides=()) -> str:
+    """config/vft.yaml's classifier on ``w2v_path`` for ``data_dir``'s classes, untrained, saved by fairseq's Trainer.
+
+    What ``fairseq-hydra-train --config-name vft`` would save before its first
+    update: the config composed by Hydra and resolved as fairseq_cli.hydra_train
+    does, the task and model built from it (the model records ``w2v_args`` and
+    ``class_names`` in its config), written by ``Trainer.save_checkpoint``.
+    """
+    from fairseq import tasks
+    from fairseq.dataclass.initialize import add_defaults
+    from fairseq.trainer import Trainer
+    from omegaconf import OmegaConf
+
+    from inprocess import compose, use_imported_package
+
+    cfg = compose(str(CONFIG), "vft", [f"task.data={data_dir}", f"model.w2v_path={w2v_path}",
+                                      "common.cpu=true", "common.fp16=false", *overrides])
+    use_imported_package(cfg)
+    add_defaults(cfg)
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    OmegaConf.set_struct(cfg, True)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    trainer.consolidate_optimizer()  # as fairseq's checkpoint_utils.save_checkpoint does first
+    trainer.save_checkpoint(out, {"train_iterator": {"version": 2, "epoch": 1, "iterations_in_epoch": 0,
+                                                      "shuffle": True}, "val_loss": None})
+    return out

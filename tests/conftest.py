@@ -2,44 +2,33 @@
 
 Everything is made here, at small scale: a synthetic emotional-speech corpus
 (fairseq_ser.data.synthetic), its speaker-independent manifests (the real
-``prepare folder`` code), and a wav2vec 2.0 pretrained for a few updates by a
-real ``fairseq-hydra-train`` run of fairseq's ``audio_pretraining`` task.
+``prepare folder`` code) and checkpoints of a tiny wav2vec 2.0
+(config/pretrain_tiny.yaml).
+
+The tests come in two layers (pytest.ini): the fast one, in-process, and the
+``e2e`` one, which runs the console commands as subprocesses. Fast tests get
+checkpoints made in-process (:mod:`checkpoints`): ``pretrained_ckpt`` is the
+untrained model saved as fairseq's trainer saves it, ``classifier_ckpt`` a
+V-FT classifier on it saved by fairseq's ``Trainer``. ``trained_ckpt``, the
+same model pretrained for a few updates by a real ``fairseq-hydra-train`` run
+of fairseq's ``audio_pretraining`` task, is for the e2e tests only.
 """
 
-import os
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-EMODB = REPO.parent / "shared" / "corpora" / "emodb"
-
 sys.path.insert(0, str(Path(__file__).parent))
 
-# Overrides that make config/vft.yaml run in seconds on a CPU.
-CPU_VFT = [
-    "common.cpu=true",
-    "common.fp16=false",
-    "common.log_interval=1",
-    "dataset.num_workers=0",
-    "dataset.batch_size=8",
-    "optimization.max_update=6",
-]
+import commands  # noqa: E402  (the test helpers live beside this file)
 
 
-def run_command(argv, cwd=REPO, timeout=600, expect_ok=True):
-    """Run a console command of the venv; on an unexpected exit code, fail showing its output."""
-    exe = BIN / argv[0]
-    cmd = [str(exe) if exe.exists() else argv[0]] + [str(a) for a in argv[1:]]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
-    if expect_ok and proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
-                    f"\n--- stderr\n{proc.stderr[-6000:]}")
-    return proc
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # before the test's fixtures are made: commands.run_command checks the marker of the test it runs for
+    commands.current_test = item
 
 
 @pytest.fixture(scope="session")
@@ -63,12 +52,20 @@ def synth_folds(synth_corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def pretrained_ckpt(synth_folds, tmp_path_factory):
-    """A cfg-layout wav2vec 2.0 pretraining checkpoint written by fairseq-hydra-train itself."""
-    save_dir = tmp_path_factory.mktemp("pretrain")
-    run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "pretrain_tiny",
-                 f"task.data={synth_folds / 'fold1'}", f"checkpoint.save_dir={save_dir}",
-                 "optimization.max_update=4", "common.log_interval=1"])
+def pretrained_ckpt(tmp_path_factory):
+    """A cfg-layout wav2vec 2.0 pretraining checkpoint (config/pretrain_tiny.yaml, untrained), made in-process."""
+    from checkpoints import make_wav2vec2
+
+    return Path(make_wav2vec2(str(tmp_path_factory.mktemp("pretrain") / "checkpoint_last.pt")))
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(synth_folds, tmp_path_factory):
+    """The same model pretrained for 4 updates by ``fairseq-hydra-train`` itself (e2e tests only)."""
+    save_dir = tmp_path_factory.mktemp("pretrain_trained")
+    commands.run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "pretrain_tiny",
+                          f"task.data={synth_folds / 'fold1'}", f"checkpoint.save_dir={save_dir}",
+                          "optimization.max_update=4", "common.log_interval=1"])
     path = save_dir / "checkpoint_last.pt"
     assert path.is_file()
     return path
@@ -92,11 +89,26 @@ def ctc_ckpt(pretrained_ckpt, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def classifier_ckpt(pretrained_ckpt, synth_folds, tmp_path_factory):
-    """A V-FT emotion classifier (fold1's 4 classes) trained for a few updates by fairseq-hydra-train."""
-    save_dir = tmp_path_factory.mktemp("classifier")
-    run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "vft",
-                 f"task.data={synth_folds / 'fold1'}", f"model.w2v_path={pretrained_ckpt}",
-                 f"checkpoint.save_dir={save_dir}", *CPU_VFT])
-    path = save_dir / "checkpoint_best.pt"
-    assert path.is_file()
-    return path
+    """A V-FT emotion classifier (fold1's 4 classes) on ``pretrained_ckpt``, saved by fairseq's Trainer in-process."""
+    from checkpoints import make_classifier
+
+    out = tmp_path_factory.mktemp("classifier") / "checkpoint_best.pt"
+    return Path(make_classifier(str(pretrained_ckpt), str(synth_folds / "fold1"), str(out)))
+
+
+@pytest.fixture(scope="session")
+def stage1_run(trained_ckpt, synth_folds, tmp_path_factory):
+    """P-TAPT stage 1 by the real command on fold1 under bf16 (e2e tests only); (save_dir, its output).
+
+    It starts from a private copy of ``trained_ckpt``, deleted after
+    training: the checkpoint must load without it. The P-TAPT chain
+    (test_ptapt.py) goes on from it; test_ptapt_stage1.py checks it.
+    """
+    work = tmp_path_factory.mktemp("stage1")
+    w2v = work / "backbone.pt"
+    shutil.copy(trained_ckpt, w2v)
+    save = work / "stage1"
+    proc = commands.run_command(commands.hydra_train("ptapt_stage1", synth_folds / "fold1", w2v, save,
+                                                     *commands.CPU_STAGE1, *commands.BF16))
+    w2v.unlink()
+    return save, proc.stdout + proc.stderr

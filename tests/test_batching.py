@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fairseq_ser.data.batching import min_padding_batches
-from test_model import make_task
+from builders import make_task
 
 
 def brute_force(lengths, num, cap):

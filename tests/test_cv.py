@@ -1,4 +1,11 @@
-"""``fairseq-ser cv``: the fold/run loop through the real commands, its tables, resuming, bad input."""
+"""``fairseq-ser cv``: the fold/run loop, its tables, resuming, bad input.
+
+The command and every stage it runs (fairseq-hydra-train, fairseq-ser
+pseudo-labels) run in the test process: the stage runner is swapped for
+tests/inprocess.py's, which runs the same argv through fairseq's own entry
+point. The stage commands as subprocesses are the end-to-end tests' job
+(test_vft_train.py, test_tapt.py, test_ptapt.py).
+"""
 
 import json
 import re
@@ -8,20 +15,28 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CPU_VFT, REPO, run_command
+import inprocess
+from commands import CPU_VFT, REPO
 from fairseq_ser.cli.main import main
 from fairseq_ser.errors import SerError
+from fairseq_ser.experiments import stages
 from fairseq_ser.experiments.overrides import Overrides
 from fairseq_ser.experiments.report import aggregate, tables_markdown
 
 
-# CPU_VFT with fewer updates: every stage below is a real command, and there are 13 of them
+# CPU_VFT with fewer updates: every stage below trains, and there are 13 of them
 TINY = CPU_VFT + ["optimization.max_update=3"]
 
 
+@pytest.fixture(autouse=True)
+def stages_in_process(monkeypatch):
+    """Each stage's command runs in this process instead of as a subprocess, with the same argv."""
+    monkeypatch.setattr(stages, "run_logged", inprocess.run_logged)
+
+
 def cv(folds, w2v, out, *extra, method="vft", runs=2):
-    return run_command(["fairseq-ser", "cv", "--method", method, "--folds", folds, "--w2v-path", w2v,
-                        "--runs", runs, "--out", out, "--no-progress", *extra])
+    return inprocess.run_command(["fairseq-ser", "cv", "--methods", method, "--manifests", folds,
+                                  "--checkpoint", w2v, "--runs", runs, "--out", out, "--no-progress", *extra])
 
 
 def n_test(fold, split="test"):
@@ -150,7 +165,7 @@ def test_bad_input(synth_folds, tmp_path, capsys):
     w2v.write_bytes(b"not read before the folds are checked")
 
     def fails(*args, folds=synth_folds, method="vft"):
-        code = main(["cv", "--method", method, "--folds", str(folds), "--w2v-path", str(w2v),
+        code = main(["cv", "--methods", method, "--manifests", str(folds), "--checkpoint", str(w2v),
                      "--out", str(tmp_path / "out"), "--config-dir", str(REPO / "config"), *args])
         assert code == 2
         return capsys.readouterr().err
@@ -169,8 +184,8 @@ def test_bad_input(synth_folds, tmp_path, capsys):
     (empty / "audio_cache").mkdir(parents=True)
     assert f"{empty}: no fold folders here" in fails(folds=empty)
     assert "unknown stage 'vtf'" in fails("vtf:model.pooling=mean")
-    assert "use --w2v-path" in fails("model.w2v_path=/x.pt")
-    assert f"{tmp_path / 'missing.pt'}: checkpoint not found" in fails("--stage1-w2v-path", str(tmp_path / "missing.pt"))
+    assert "use --checkpoint" in fails("model.w2v_path=/x.pt")
+    assert f"{tmp_path / 'missing.pt'}: checkpoint not found" in fails("--stage1-checkpoint", str(tmp_path / "missing.pt"))
     assert not (tmp_path / "out").exists()
 
 

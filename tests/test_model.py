@@ -2,37 +2,12 @@
 
 import pytest
 import torch
-from omegaconf import OmegaConf, open_dict
 
-import fairseq_ser
 from fairseq_ser.errors import CheckpointError
 from fairseq_ser.models.masked_encoder import channel_mask, span_mask
-from fairseq_ser.models.pretrained import load_backbone
+from fairseq_ser.models.checkpoint import load_backbone
 
-fairseq_ser.register()
-
-
-def make_task(data_dir, **overrides):
-    from fairseq.dataclass.configs import FairseqConfig
-    from fairseq.dataclass.utils import merge_with_parent
-
-    from fairseq_ser.tasks.ser_classification import SerClassificationConfig, SerClassificationTask
-
-    root = OmegaConf.structured(FairseqConfig())
-    with open_dict(root):
-        root.task = {"_name": "ser_classification", "data": str(data_dir), **overrides}
-    return SerClassificationTask.setup_task(merge_with_parent(SerClassificationConfig(), root.task))
-
-
-def build_classifier(task, w2v_path, **overrides):
-    from fairseq.dataclass.utils import merge_with_parent
-
-    from fairseq_ser.models.ser_wav2vec2_classifier import (SerWav2Vec2Classifier,
-                                                             SerWav2Vec2ClassifierConfig)
-
-    cfg = merge_with_parent(SerWav2Vec2ClassifierConfig(),
-                            OmegaConf.create({"w2v_path": str(w2v_path), **overrides}))
-    return SerWav2Vec2Classifier.build_model(cfg, task)
+from builders import build_classifier, make_task
 
 
 def test_cfg_legacy_and_finetuned_checkpoints_give_the_same_backbone(pretrained_ckpt, legacy_ckpt, ctc_ckpt):
@@ -127,8 +102,10 @@ def test_fraction_rule_masks_mask_prob_at_every_length(seconds):
     """mask_rule=fraction: about mask_prob of every utterance, short clips included (min_spans: far more)."""
     import numpy as np
 
+    from fairseq_ser.frames import num_frames
+
     rng = np.random.default_rng(int(seconds * 10))
-    n = (int(seconds * 16000) - 400) // 320 + 1
+    n = num_frames(int(seconds * 16000))
     draws = 4000
     mask = span_mask([n] * draws, n + 7, prob=0.08, span=15, min_masks=2, rng=rng, rule="fraction")
     assert not mask[:, n:].any(), "padding must never be masked"

@@ -7,28 +7,20 @@ bfloat16, and every float32 tensor of a sample with them. Two layers:
   them computes a finite loss close to its float32 loss, and no criterion
   holds a floating buffer the cast would change;
 - the real commands run under ``common.bf16=true`` in the end-to-end tests
-  of each stage, with :func:`assert_finite_training`: TAPT
+  of each stage, with ``commands.assert_finite_training``: TAPT
   (tests/test_tapt.py), stage 1 on both backbones and pseudo-labels from it
   (tests/test_ptapt_stage1.py), P-TAPT, V-FT from its checkpoint, and
   ``evaluate`` and ``predict`` on that classifier (tests/test_ptapt.py).
 """
 
 import math
-import re
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 import torch
-from fairseq.dataclass.utils import merge_with_parent
-from omegaconf import OmegaConf
 
-import fairseq_ser
-from test_model import build_classifier, make_task
-
-fairseq_ser.register()
-
-BF16 = ["common.fp16=false", "common.bf16=true"]
+from builders import (build_classifier, build_ptapt, build_tapt, build_tapt_criterion, make_pretraining_task,
+                      make_task, padded_batch)
 
 
 def floating_buffers(module):
@@ -49,14 +41,6 @@ def cast_like_fairseq(model, criterion, sample, dtype):
         return x
 
     return model, criterion, cast(sample)
-
-
-def padded_batch(lengths, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    longest = max(lengths)
-    source = torch.randn(len(lengths), longest, generator=gen) * 0.1
-    padding = torch.arange(longest)[None, :] >= torch.tensor(lengths)[:, None]
-    return source.masked_fill(padding, 0.0), padding
 
 
 def losses_in_both_precisions(model, criterion, sample):
@@ -92,11 +76,9 @@ def test_classifier_and_criterion_in_bf16(pretrained_ckpt, synth_folds):
 
 def test_ptapt_model_and_criterion_in_bf16(pretrained_ckpt):
     from fairseq_ser.criterions.ser_ptapt_cross_entropy import SerPtaptCrossEntropyCriterion
-    from fairseq_ser.data.frame_label_dataset import cnn_frames
-    from fairseq_ser.models.ser_wav2vec2_ptapt import SerWav2Vec2Ptapt, SerWav2Vec2PtaptConfig
+    from fairseq_ser.frames import num_frames as cnn_frames
 
-    cfg = merge_with_parent(SerWav2Vec2PtaptConfig(), OmegaConf.create({"w2v_path": str(pretrained_ckpt)}))
-    model = SerWav2Vec2Ptapt.build_model(cfg, SimpleNamespace(cluster_sizes=[8, 64]))
+    model = build_ptapt(pretrained_ckpt, cluster_sizes=[8, 64])
     criterion = SerPtaptCrossEntropyCriterion(SimpleNamespace())
     assert floating_buffers(model) == [] and floating_buffers(criterion) == []
     lengths = [16000, 12000, 6000]
@@ -115,11 +97,9 @@ def test_ptapt_model_and_criterion_in_bf16(pretrained_ckpt):
 
 
 def test_tapt_model_and_criterion_in_bf16(pretrained_ckpt, synth_folds):
-    from test_tapt import build_criterion, build_tapt, make_task as make_pretraining_task
-
     task = make_pretraining_task(synth_folds / "fold1")
     model = build_tapt(task, pretrained_ckpt)
-    criterion = build_criterion(task, pretrained_ckpt)
+    criterion = build_tapt_criterion(task, pretrained_ckpt)
     assert floating_buffers(model) == [] and floating_buffers(criterion) == []
     source = torch.randn(3, 16000, generator=torch.Generator().manual_seed(2)) * 0.1
     sample = {"id": torch.arange(3), "net_input": {"source": source}}
@@ -136,15 +116,3 @@ def test_a_floating_criterion_buffer_is_caught():
     assert floating_buffers(module) == ["class_weights"]
     assert module.to(dtype=torch.bfloat16).class_weights.dtype == torch.bfloat16
 
-
-def logged_losses(log):
-    """Every training loss fairseq printed (``loss=`` in train_inner / train lines)."""
-    return [float(v) for v in re.findall(r"\bloss[= ]+(-?[0-9.]+|nan|inf)", log)]
-
-
-def assert_finite_training(proc, what):
-    log = proc.stdout + proc.stderr
-    losses = logged_losses(log)
-    assert losses, f"{what}: no loss in the log\n{log[-3000:]}"
-    assert all(math.isfinite(v) for v in losses), f"{what}: non-finite losses {losses}"
-    assert "bf16" in log or "bfloat16" in log.lower() or "'bf16': True" in log, f"{what}: did not run in bf16"

@@ -12,7 +12,7 @@ from fairseq_ser.data.audio import SAMPLE_RATE, to_mono_16k
 from fairseq_ser.data.manifest import read_label_dict
 from fairseq_ser.errors import AudioError
 
-from conftest import run_command
+import inprocess
 
 
 def voice(seconds, rate=SAMPLE_RATE, seed=0, channels=1):
@@ -144,8 +144,8 @@ def audio_folder(tmp_path):
 
 def test_predict_command_writes_jsonl_with_error_entries(classifier_ckpt, audio_folder, tmp_path, clf):
     out = tmp_path / "out" / "predictions.jsonl"
-    proc = run_command(["fairseq-ser", "predict", classifier_ckpt, audio_folder, "--output", out,
-                        "--window-seconds", "1", "--no-progress", "--device", "cpu"])
+    proc = inprocess.run_command(["fairseq-ser", "predict", "--checkpoint", classifier_ckpt, audio_folder,
+                                  "--output", out, "--window-seconds", "1", "--no-progress", "--device", "cpu"])
     assert "predicted 3 of 6 files (3 failed)" in proc.stderr
     rows = {json.loads(line)["path"]: json.loads(line) for line in out.read_text().splitlines()}
     names = {p.split("/audio/")[1] for p in rows}
@@ -174,7 +174,7 @@ def test_predict_command_writes_jsonl_with_error_entries(classifier_ckpt, audio_
 def test_predict_csv_stdout_and_exit_status(classifier_ckpt, audio_folder, tmp_path, capsys, clf):
     out = tmp_path / "predictions.csv"
     ckpt = str(classifier_ckpt)
-    assert main(["predict", ckpt, str(audio_folder), str(audio_folder / "a.wav"), "-o", str(out),
+    assert main(["predict", "--checkpoint", ckpt, str(audio_folder), str(audio_folder / "a.wav"), "-o", str(out),
                  "--window-seconds", "1", "--no-progress", "--device", "cpu"]) == 0
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -197,36 +197,37 @@ def test_predict_csv_stdout_and_exit_status(classifier_ckpt, audio_folder, tmp_p
     capsys.readouterr()
 
     # without --output: a readable line per file on stdout
-    assert main(["predict", ckpt, str(audio_folder / "a.wav"), str(audio_folder / "broken.wav"),
+    assert main(["predict", "--checkpoint", ckpt, str(audio_folder / "a.wav"), str(audio_folder / "broken.wav"),
                  "--no-progress", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"{audio_folder / 'a.wav'}\t") and " s\t" in lines[0]
     assert lines[1].startswith(f"{audio_folder / 'broken.wav'}\terror: cannot read audio")
 
     # every file failed: exit status 1; nothing to predict or a bad output name: 2
-    assert main(["predict", ckpt, str(audio_folder / "empty.wav"), "--no-progress"]) == 1
-    assert main(["predict", ckpt, str(tmp_path / "no_audio_here"), "--no-progress"]) == 1
+    assert main(["predict", "--checkpoint", ckpt, str(audio_folder / "empty.wav"), "--no-progress"]) == 1
+    assert main(["predict", "--checkpoint", ckpt, str(tmp_path / "no_audio_here"), "--no-progress"]) == 1
     (tmp_path / "nothing").mkdir()
-    assert main(["predict", ckpt, str(tmp_path / "nothing"), "--no-progress"]) == 2
-    assert main(["predict", ckpt, str(audio_folder), "-o", str(tmp_path / "x.txt")]) == 2
+    assert main(["predict", "--checkpoint", ckpt, str(tmp_path / "nothing"), "--no-progress"]) == 2
+    assert main(["predict", "--checkpoint", ckpt, str(audio_folder), "-o", str(tmp_path / "x.txt")]) == 2
     assert "use a .jsonl or .csv" in capsys.readouterr().err
 
 
 def test_predict_rejects_a_checkpoint_that_is_not_a_classifier(pretrained_ckpt, audio_folder):
-    proc = run_command(["fairseq-ser", "predict", pretrained_ckpt, audio_folder / "a.wav", "--no-progress"],
-                       expect_ok=False)
+    proc = inprocess.run_command(["fairseq-ser", "predict", "--checkpoint", pretrained_ckpt, audio_folder / "a.wav",
+                                  "--no-progress"], expect_ok=False)
     assert proc.returncode == 2
     assert "not an emotion classifier" in proc.stderr and str(pretrained_ckpt) in proc.stderr
 
 
 def test_length_batches_keep_padding_small():
-    from fairseq_ser.inference import batch_padding, length_batches
+    from fairseq_ser.inference import length_batches
 
     lengths = [int(s * SAMPLE_RATE) for s in [10, 2.6, 1.9, 6.7, 2.3, 10, 2.85, 2.6]]
     batches = length_batches(lengths, 160 * SAMPLE_RATE)
     # sorted by length; the jump from 2.85 s to 6.7 s starts a new batch instead of padding 5 utterances to 10 s
-    assert batches == [[2, 4, 1, 7, 6], [3, 0, 5]]
-    valid, padded = batch_padding(lengths, batches)
+    assert batches.indices == [[2, 4, 1, 7, 6], [3, 0, 5]]
+    valid, padded = batches.valid_samples, batches.padded_samples
+    assert padded == sum(len(b) * max(lengths[i] for i in b) for b in batches)
     assert valid == sum(lengths) and 1 - valid / padded < 0.15
     # the padded-samples budget still splits batches of equal lengths
-    assert length_batches([SAMPLE_RATE] * 5, 2 * SAMPLE_RATE) == [[0, 1], [2, 3], [4]]
+    assert length_batches([SAMPLE_RATE] * 5, 2 * SAMPLE_RATE).indices == [[0, 1], [2, 3], [4]]

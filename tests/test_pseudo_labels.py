@@ -11,16 +11,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import REPO, run_command
+from commands import BIN, REPO, run_command
 from fairseq_ser.cli.main import main
 from fairseq_ser.clustering import assign as assign_mod
 from fairseq_ser.clustering import dump as dump_mod
 from fairseq_ser.clustering import kmeans as kmeans_mod
-from fairseq_ser.clustering.assign import check_label_file
 from fairseq_ser.clustering.dump import align_frames
 from fairseq_ser.clustering.features import Wav2Vec2LayerExtractor
+from fairseq_ser.data.frame_label_dataset import check_frame_labels
 from fairseq_ser.data.manifest import read_manifest, write_manifest
 from fairseq_ser.errors import CheckpointError, DataError
+from fairseq_ser.frames import num_frames as cnn_frames
 
 KS = ["4", "8"]
 
@@ -28,10 +29,6 @@ KS = ["4", "8"]
 def pseudo_labels(data, out, ckpt, *extra, layer=1, nshard=2):
     return ["pseudo-labels", "run", str(data), str(out), "--checkpoint", str(ckpt), "--layer", str(layer),
             "--ks", *KS, "--nshard", str(nshard), "--no-progress", *extra]
-
-
-def cnn_frames(n):
-    return (n - 400) // 320 + 1
 
 
 def outputs(folder):
@@ -90,6 +87,7 @@ def test_labels_are_nearest_centroids_of_the_layer_output(labelled, synth_folds,
     assert (nearest == np.array([int(i) for i in line.split()])).mean() > 0.95
 
 
+@pytest.mark.e2e
 def test_console_command_gives_the_same_files(labelled, synth_folds, pretrained_ckpt, tmp_path):
     proc = run_command(["fairseq-ser"] + pseudo_labels(synth_folds / "fold1", tmp_path / "labels", pretrained_ckpt))
     assert re.search(r"km4: iteration 1/20 objective [\d.e+]+\n", proc.stderr)
@@ -210,7 +208,7 @@ class Narrow:
         return {"extractor": "narrow", "checkpoint": "none", "layer": None}
 
     def num_frames(self, n):
-        return (n - 400) // 320 + 1
+        return cnn_frames(n)
 
     def extract(self, wav):
         rng = np.random.default_rng(len(wav))
@@ -298,18 +296,21 @@ def test_frame_emotion_checkpoints_go_to_their_own_loader(tmp_path):
 
 
 def test_label_file_of_another_manifest_is_refused(labelled, synth_folds, tmp_path):
+    def check_label_file(path, manifest):
+        check_frame_labels(path, [n for _, n in read_manifest(manifest).entries], 4, manifest)
+
     fold2 = synth_folds / "fold2"
     with pytest.raises(DataError, match=r"valid\.km4.*(labels for|lines but)"):
-        check_label_file(str(labelled / "valid.km4"), str(fold2 / "valid.tsv"), lambda n, i: cnn_frames(n))
+        check_label_file(str(labelled / "valid.km4"), str(fold2 / "valid.tsv"))
     lines = (labelled / "valid.km4").read_text().splitlines()
     short = tmp_path / "valid.km4"
     short.write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(DataError, match=r"has \d+ lines but .*valid\.tsv lists"):
-        check_label_file(str(short), str(synth_folds / "fold1" / "valid.tsv"), lambda n, i: cnn_frames(n))
+        check_label_file(str(short), str(synth_folds / "fold1" / "valid.tsv"))
     trimmed = tmp_path / "trimmed.km4"
     trimmed.write_text(" ".join(lines[0].split()[:-1]) + "\n" + "\n".join(lines[1:]) + "\n")
     with pytest.raises(DataError, match=r"trimmed\.km4:1: \d+ labels for .* frames"):
-        check_label_file(str(trimmed), str(synth_folds / "fold1" / "valid.tsv"), lambda n, i: cnn_frames(n))
+        check_label_file(str(trimmed), str(synth_folds / "fold1" / "valid.tsv"))
 
 
 def test_sharded_steps_match_the_whole_step(labelled, synth_folds, pretrained_ckpt, tmp_path):
@@ -332,13 +333,14 @@ import numpy as np
 from fairseq_ser.clustering.assign import assign_split
 from fairseq_ser.clustering.dump import dump_split
 from fairseq_ser.clustering.kmeans import learn_kmeans
+from fairseq_ser.frames import num_frames as cnn_frames
 
 class Wide:  # 512-dim features, like the stage-1 emotion model's, without its cost
     dim = 512
     def describe(self):
         return {"extractor": "wide", "checkpoint": "none", "layer": None}
     def num_frames(self, n):
-        return (n - 400) // 320 + 1
+        return cnn_frames(n)
     def extract(self, wav):
         rng = np.random.default_rng(len(wav))
         return rng.standard_normal((self.num_frames(len(wav)), self.dim)).astype(np.float32)
@@ -371,13 +373,12 @@ def test_peak_memory_is_bounded(synth_folds, tmp_path):
     assert peaks[40] - peaks[1] < 25, peaks
 
 
+@pytest.mark.e2e
 def test_sigkill_after_the_first_shard_then_rerun(synth_folds, pretrained_ckpt, tmp_path):
     """The real command killed with SIGKILL once its first shard is on disk, then run again."""
     import signal
     import subprocess
     import time
-
-    from conftest import BIN
 
     full = tmp_path / "full"
     assert main(pseudo_labels(synth_folds / "fold1", full, pretrained_ckpt, nshard=4)) == 0

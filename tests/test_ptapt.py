@@ -1,4 +1,4 @@
-"""P-TAPT step 3: frame-label dataset, training through the real command, V-FT from its checkpoint."""
+"""P-TAPT step 3: frame-label dataset, and the whole method through the real commands, V-FT from its checkpoint."""
 
 import json
 import re
@@ -7,29 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CPU_VFT, run_command
-from test_precision import BF16, assert_finite_training
-from fairseq_ser.data.frame_label_dataset import FrameLabelDataset, cnn_frames, read_frame_labels
+import inprocess
+from builders import build_classifier, make_task, write_random_labels
+from commands import BF16, CPU_VFT, assert_finite_training, hydra_train, run_command
+from fairseq_ser.data.frame_label_dataset import FrameLabelDataset, read_frame_labels
+from fairseq_ser.frames import STRIDE
+from fairseq_ser.frames import num_frames as cnn_frames
 from fairseq_ser.data.manifest import Manifest, read_manifest
 from fairseq_ser.errors import DataError
 
 
-def write_random_labels(fold, out, sizes=(4, 8), seed=0):
-    """Label files of the right shape for every split of ``fold`` (stand-ins for k-means ids)."""
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for k in sizes:
-        for split in ("train", "valid", "test"):
-            manifest = read_manifest(str(fold / f"{split}.tsv"))
-            lines = [" ".join(map(str, rng.integers(0, k, cnn_frames(n)))) for _, n in manifest.entries]
-            (out / f"{split}.km{k}").write_text("\n".join(lines) + "\n")
-        (out / f"dict.km{k}.txt").write_text("".join(f"{i} 1\n" for i in range(k)))
-    return out
-
-
 def test_cnn_frames_matches_the_model(pretrained_ckpt):
     import fairseq_ser
-    from fairseq_ser.models.pretrained import build_wav2vec2, load_backbone
+    from fairseq_ser.models.backbone import build_wav2vec2
+    from fairseq_ser.models.checkpoint import load_backbone
 
     fairseq_ser.register()
     model = build_wav2vec2(load_backbone(str(pretrained_ckpt)).w2v_args)
@@ -45,7 +36,7 @@ def test_crop_cuts_audio_and_labels_at_the_same_frame(tmp_path):
     import soundfile as sf
 
     n = 16000 * 3 + 123
-    wav = (np.arange(n) // 320).astype(np.float32) / 1000.0
+    wav = (np.arange(n) // STRIDE).astype(np.float32) / 1000.0
     path = tmp_path / "ramp.wav"
     sf.write(path, wav, 16000, subtype="FLOAT")
     frames = cnn_frames(n)
@@ -59,7 +50,7 @@ def test_crop_cuts_audio_and_labels_at_the_same_frame(tmp_path):
         first = int(round(source[0].item() * 1000))
         assert target[0].item() == first
         for i in (0, 7, len(target) - 1):
-            assert target[i].item() == int(round(source[i * 320].item() * 1000))
+            assert target[i].item() == int(round(source[i * STRIDE].item() * 1000))
 
 
 def test_label_file_checks(tmp_path):
@@ -75,13 +66,14 @@ def test_label_file_checks(tmp_path):
         read_frame_labels(str(path), [1040], 4)
 
 
-def test_whole_chain_through_the_commands(pretrained_ckpt, synth_folds, tmp_path):
-    """Stage 1 -> pseudo-labels (FAISS on the CPU) -> P-TAPT -> V-FT, as the README gives them."""
+@pytest.mark.e2e
+def test_whole_chain_through_the_commands(trained_ckpt, stage1_run, synth_folds, tmp_path):
+    """Stage 1 -> pseudo-labels (FAISS on the CPU) -> P-TAPT -> V-FT, as the README gives them.
+
+    Stage 1 is conftest's ``stage1_run`` (also checked by test_ptapt_stage1.py).
+    """
     fold = synth_folds / "fold1"
-    stage1 = tmp_path / "stage1"
-    run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "ptapt_stage1",
-                 f"task.data={fold}", f"model.w2v_path={pretrained_ckpt}", f"checkpoint.save_dir={stage1}",
-                 *CPU_VFT])
+    stage1, _ = stage1_run
     labels = tmp_path / "labels"
     run_command(["fairseq-ser", "pseudo-labels", "run", fold, labels,
                  "--checkpoint", stage1 / "checkpoint_best.pt", "--ks", "4", "8", "--no-progress"])
@@ -92,13 +84,11 @@ def test_whole_chain_through_the_commands(pretrained_ckpt, synth_folds, tmp_path
             assert len(ids) == len(manifest)
 
     save = tmp_path / "ptapt"
-    proc = run_command([
-        "fairseq-hydra-train", "--config-dir", "config", "--config-name", "ptapt",
-        f"task.data={fold}", f"task.label_dir={labels}", "task.cluster_labels=[km4,km8]",
-        f"model.w2v_path={pretrained_ckpt}", f"checkpoint.save_dir={save}",
+    proc = run_command(hydra_train(
+        "ptapt", fold, trained_ckpt, save, f"task.label_dir={labels}", "task.cluster_labels=[km4,km8]",
         "common.cpu=true", "common.log_interval=1", "dataset.num_workers=0",
         "dataset.max_tokens=160000", "optimization.max_update=4", "dataset.validate_interval_updates=2", *BF16,
-    ])
+    ))
     assert_finite_training(proc, "ptapt")
     log = proc.stdout + proc.stderr
     assert "acc_km4" in log and "acc_km8" in log and "masked_frames" in log
@@ -108,9 +98,7 @@ def test_whole_chain_through_the_commands(pretrained_ckpt, synth_folds, tmp_path
     assert state["model"]["heads.1.2.weight"].shape == (8, 256)
 
     vft = tmp_path / "vft"
-    proc = run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "vft",
-                        f"task.data={fold}", f"model.w2v_path={save / 'checkpoint_last.pt'}",
-                        f"checkpoint.save_dir={vft}", *CPU_VFT, *BF16])
+    proc = run_command(hydra_train("vft", fold, save / "checkpoint_last.pt", vft, *CPU_VFT, *BF16))
     assert_finite_training(proc, "vft")
     best = vft / "checkpoint_best.pt"
     clf = torch.load(best, weights_only=True)
@@ -120,34 +108,31 @@ def test_whole_chain_through_the_commands(pretrained_ckpt, synth_folds, tmp_path
     assert {v.dtype for v in clf["model"].values() if v.is_floating_point()} == {torch.float32}
     # evaluate and predict read the bf16-trained classifier
     results = tmp_path / "eval"
-    proc = run_command(["fairseq-ser", "evaluate", fold, "--path", best, "--results-path", results])
+    proc = run_command(["fairseq-ser", "evaluate", fold, "--checkpoint", best, "--results-path", results])
     assert "UA" in proc.stdout
     metrics = json.loads((results / "metrics.json").read_text())
     assert 0.0 <= metrics["ua"] <= 1.0 and np.isfinite(metrics["macro_f1"])
     lines = (fold / "test.tsv").read_text().splitlines()
     out = tmp_path / "pred.jsonl"
-    run_command(["fairseq-ser", "predict", best, f"{lines[0]}/{lines[1].split(chr(9))[0]}", "--output", out])
+    run_command(["fairseq-ser", "predict", "--checkpoint", best, f"{lines[0]}/{lines[1].split(chr(9))[0]}",
+                 "--output", out])
     probs = json.loads(out.read_text().splitlines()[0])["probabilities"]
     assert abs(sum(probs.values()) - 1.0) < 1e-3 and all(np.isfinite(v) for v in probs.values())
 
     # V-FT starts from the P-TAPT weights, not from the original checkpoint's
-    from test_model import build_classifier, make_task
-
     model = build_classifier(make_task(fold), save / "checkpoint_last.pt")
     key = "encoder.layers.0.fc1.weight"
-    original = torch.load(pretrained_ckpt, weights_only=True)["model"][key]
+    original = torch.load(trained_ckpt, weights_only=True)["model"][key]
     assert torch.equal(model.backbone.state_dict()[key], state["model"]["backbone." + key])
     assert not torch.equal(state["model"]["backbone." + key], original)
 
 
 def test_labels_from_another_manifest_are_rejected(pretrained_ckpt, synth_folds, tmp_path):
     labels = write_random_labels(synth_folds / "fold2", tmp_path / "labels")
-    proc = run_command([
-        "fairseq-hydra-train", "--config-dir", "config", "--config-name", "ptapt",
-        f"task.data={synth_folds / 'fold1'}", f"task.label_dir={labels}", "task.cluster_labels=[km4]",
-        f"model.w2v_path={pretrained_ckpt}", f"checkpoint.save_dir={tmp_path / 'out'}",
-        "common.cpu=true", "common.fp16=false", "optimization.max_update=1",
-    ], expect_ok=False)
+    proc = inprocess.run_command(hydra_train(
+        "ptapt", synth_folds / "fold1", pretrained_ckpt, tmp_path / "out", f"task.label_dir={labels}",
+        "task.cluster_labels=[km4]", "common.cpu=true", "common.fp16=false", "optimization.max_update=1",
+    ), expect_ok=False)
     assert proc.returncode != 0
     # fairseq loads the valid split first; whichever is read first is named
     assert re.search(r"(train|valid)\.km4(:\d+)?: .*(lines but the manifest lists|do not match)", proc.stderr)

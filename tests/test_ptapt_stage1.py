@@ -1,4 +1,4 @@
-"""P-TAPT step 1: wav2vec 1.0 checkpoints, the frame-level emotion model, its training command and frame features."""
+"""P-TAPT step 1: wav2vec 1.0 checkpoints, the frame-level emotion model, its training and frame features."""
 
 import math
 import re
@@ -8,31 +8,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from fairseq.dataclass.utils import merge_with_parent
-from omegaconf import OmegaConf
 
-import fairseq_ser
+from fairseq_ser.clustering.features import load_frame_extractor
 from fairseq_ser.criterions.ser_frame_emotion import SerFrameEmotionCriterion
 from fairseq_ser.errors import CheckpointError
-from fairseq_ser.models.pretrained import load_wav2vec1
-from fairseq_ser.models.ser_frame_emotion import (SerFrameEmotionConfig, SerFrameEmotionModel,
-                                                  load_frame_extractor, num_frames)
+from fairseq_ser.frames import num_frames
+from fairseq_ser.models.checkpoint import load_wav2vec1
 from fairseq_ser.optim.ser_warmup_hold_linear import WarmupHoldLinearConfig, WarmupHoldLinearSchedule
 
+import inprocess
+from builders import build_frame_emotion, config, make_task, padding_mask
 from checkpoints import make_wav2vec1
-from conftest import run_command
-from test_model import make_task
+from commands import BF16, CPU_STAGE1, hydra_train
 
-fairseq_ser.register()
-
-CPU_STAGE1 = [
-    "common.cpu=true",
-    "common.fp16=false",
-    "common.log_interval=1",
-    "dataset.num_workers=0",
-    "dataset.batch_size=8",
-    "optimization.max_update=4",
-]
 LENGTHS = [400, 401, 465, 719, 720, 1000, 4321, 16000, 48000]
 
 
@@ -40,17 +28,6 @@ LENGTHS = [400, 401, 465, 719, 720, 1000, 4321, 16000, 48000]
 def wav2vec1_ckpts(tmp_path_factory):
     out = tmp_path_factory.mktemp("wav2vec1")
     return {layout: make_wav2vec1(str(out / f"w2v1_{layout}.pt"), layout) for layout in ("args", "cfg")}
-
-
-def build(task, w2v_path, **overrides):
-    cfg = merge_with_parent(SerFrameEmotionConfig(), OmegaConf.create({"w2v_path": str(w2v_path), **overrides}))
-    return SerFrameEmotionModel.build_model(cfg, task)
-
-
-def train_stage1(data_dir, w2v_path, save_dir, extra=()):
-    return run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "ptapt_stage1",
-                        f"task.data={data_dir}", f"model.w2v_path={w2v_path}", f"checkpoint.save_dir={save_dir}",
-                        *CPU_STAGE1, *extra])
 
 
 def test_wav2vec1_legacy_args_and_cfg_layouts_load_the_same(wav2vec1_ckpts, pretrained_ckpt):
@@ -66,7 +43,7 @@ def test_wav2vec1_legacy_args_and_cfg_layouts_load_the_same(wav2vec1_ckpts, pret
 
 def test_only_the_intended_parts_train(wav2vec1_ckpts, pretrained_ckpt, synth_folds):
     task = make_task(synth_folds / "fold1")
-    model = build(task, wav2vec1_ckpts["args"])
+    model = build_frame_emotion(task, wav2vec1_ckpts["args"])
     w2v = model.backbone.w2v
     assert not any(p.requires_grad for p in w2v.feature_extractor.parameters())
     assert all(p.requires_grad for p in w2v.feature_aggregator.parameters())
@@ -79,12 +56,12 @@ def test_only_the_intended_parts_train(wav2vec1_ckpts, pretrained_ckpt, synth_fo
         assert [type(m) for m in head] == [torch.nn.Linear, torch.nn.Tanh, torch.nn.Linear]
         assert (head[0].in_features, head[0].out_features, head[2].out_features) == (512, 128, 4)
     assert model.lstm.bidirectional and model.lstm.hidden_size == 256 and model.lstm.batch_first
-    assert isinstance(build(task, wav2vec1_ckpts["args"], head_dim=0).frame_head, torch.nn.Linear)
+    assert isinstance(build_frame_emotion(task, wav2vec1_ckpts["args"], head_dim=0).frame_head, torch.nn.Linear)
     weights = load_wav2vec1(wav2vec1_ckpts["args"]).weights
     assert torch.equal(w2v.feature_aggregator.state_dict()["conv_layers.0.1.weight"],
                        weights["feature_aggregator.conv_layers.0.1.weight"])
 
-    model = build(task, pretrained_ckpt)
+    model = build_frame_emotion(task, pretrained_ckpt)
     b = model.backbone
     for module in (b.feature_extractor, b.layer_norm, b.post_extract_proj):
         assert not any(p.requires_grad for p in module.parameters())
@@ -93,11 +70,11 @@ def test_only_the_intended_parts_train(wav2vec1_ckpts, pretrained_ckpt, synth_fo
 
 
 def test_wav2vec1_features_do_not_depend_on_the_batch(wav2vec1_ckpts, synth_folds):
-    model = build(make_task(synth_folds / "fold1"), wav2vec1_ckpts["cfg"], frame_dim=16).eval()
+    model = build_frame_emotion(make_task(synth_folds / "fold1"), wav2vec1_ckpts["cfg"], frame_dim=16).eval()
     torch.manual_seed(0)
     lengths = [8000, 5000, 500]
     source = torch.randn(3, 8000)
-    padding = torch.arange(8000).unsqueeze(0) >= torch.tensor(lengths).unsqueeze(1)
+    padding = padding_mask(lengths)
     with torch.no_grad():
         batch, frame_padding = model.extract_frame_features(source * ~padding, padding)
         for row, n in enumerate(lengths):
@@ -125,7 +102,8 @@ def test_training_zeroes_time_spans_and_one_channel_block_before_the_context_net
         backbone, wav2vec1_ckpts, pretrained_ckpt, synth_folds):
     """wav2vec 1.0: on the CNN output (input of the context network); wav2vec 2.0: on the projected features."""
     task = make_task(synth_folds / "fold1")
-    model = build(task, wav2vec1_ckpts["args"] if backbone == "wav2vec1" else pretrained_ckpt, dropout_input=0.0)
+    model = build_frame_emotion(task, wav2vec1_ckpts["args"] if backbone == "wav2vec1" else pretrained_ckpt,
+                                dropout_input=0.0)
     # the masked module's input is (B, C, T) for wav2vec 1.0, (B, T, C) for wav2vec 2.0
     target, time_dim = ((model.backbone.w2v.feature_aggregator, 2) if backbone == "wav2vec1"
                         else (model.backbone.encoder, 1))
@@ -134,7 +112,7 @@ def test_training_zeroes_time_spans_and_one_channel_block_before_the_context_net
     torch.manual_seed(0)
     lengths = [16000, 16000, 12000]
     source = torch.randn(3, 16000) * 0.1
-    padding = torch.arange(16000).unsqueeze(0) >= torch.tensor(lengths).unsqueeze(1)
+    padding = padding_mask(lengths)
     with torch.no_grad():
         model.eval()(source, padding)
         clean = seen[:]
@@ -168,11 +146,12 @@ def test_training_zeroes_time_spans_and_one_channel_block_before_the_context_net
 def test_half_precision_training_step(backbone, dtype, wav2vec1_ckpts, pretrained_ckpt, synth_folds):
     """As fairseq's --bf16 / --fp16 run it: model, criterion and the sample's floats cast; loss in float32."""
     task = make_task(synth_folds / "fold1")
-    model = build(task, wav2vec1_ckpts["args"] if backbone == "wav2vec1" else pretrained_ckpt).to(dtype).train()
+    w2v_path = wav2vec1_ckpts["args"] if backbone == "wav2vec1" else pretrained_ckpt
+    model = build_frame_emotion(task, w2v_path).to(dtype).train()
     criterion = SerFrameEmotionCriterion(task).to(dtype)
     torch.manual_seed(0)
     lengths = [16000, 9000, 4000]
-    padding = torch.arange(16000).unsqueeze(0) >= torch.tensor(lengths).unsqueeze(1)
+    padding = padding_mask(lengths)
     source = (torch.randn(3, 16000) * 0.1 * ~padding).to(dtype)
     for pad in (padding, None):  # padded validation batches; equal-length crops of batch_shortest
         sample = {"net_input": {"source": source if pad is not None else source[:, :4000], "padding_mask": pad},
@@ -195,9 +174,8 @@ def test_warmup_ratio_schedule_of_the_reference():
         optimizer = FairseqAdam(SimpleNamespace(lr=[1e-4], adam_betas="(0.9, 0.999)", adam_eps=1e-8,
                                                 weight_decay=0.0, fp16_adam_stats=False, use_old_adam=False,
                                                 tpu=False), [torch.nn.Parameter(torch.zeros(1))])
-        cfg = merge_with_parent(WarmupHoldLinearConfig(), OmegaConf.create({"max_update": 10000, "lr": [1e-4],
-                                                                            **fields}))
-        return WarmupHoldLinearSchedule(cfg, optimizer)
+        return WarmupHoldLinearSchedule(config(WarmupHoldLinearConfig, max_update=10000, lr=[1e-4], **fields),
+                                        optimizer)
 
     steps = [0, 250, 499, 500, 999, 1000, 5500, 9999, 10000]
     ref = schedule(warmup_ratio=0.05, hold_ratio=0.05)
@@ -210,16 +188,28 @@ def test_warmup_ratio_schedule_of_the_reference():
         schedule(warmup_ratio=1.5)
 
 
-@pytest.mark.parametrize("backbone", ["wav2vec2", "wav2vec1"])
-def test_stage1_training_then_frame_features(backbone, wav2vec1_ckpts, pretrained_ckpt, synth_folds, tmp_path):
-    """A few updates under fairseq's bf16 (the precision of GPU runs), then the checkpoint's frame features."""
+def test_stage1_training_then_frame_features(wav2vec1_ckpts, synth_folds, tmp_path):
+    """On wav2vec 1.0: fairseq's trainer in-process, a few updates under its bf16 (the precision of GPU
+    runs), then the checkpoint's frame features."""
     fold = synth_folds / "fold1"
     # a private copy of the backbone, deleted after training: the model must load without it
     w2v = tmp_path / "backbone.pt"
-    shutil.copy(pretrained_ckpt if backbone == "wav2vec2" else wav2vec1_ckpts["args"], w2v)
+    shutil.copy(wav2vec1_ckpts["args"], w2v)
     save = tmp_path / "stage1"
-    proc = train_stage1(fold, w2v, save, ["common.bf16=true"])
-    log = proc.stdout + proc.stderr
+    proc = inprocess.run_command(hydra_train("ptapt_stage1", fold, w2v, save, *CPU_STAGE1, *BF16))
+    w2v.unlink()
+    check_stage1_run("wav2vec1", proc.stdout + proc.stderr, save, fold, tmp_path)
+
+
+@pytest.mark.e2e
+def test_stage1_command_then_frame_features(stage1_run, trained_ckpt, synth_folds, tmp_path):
+    """On wav2vec 2.0: the real command (conftest's stage1_run, which the P-TAPT chain goes on from)."""
+    save, log = stage1_run
+    check_stage1_run("wav2vec2", log, save, synth_folds / "fold1", tmp_path, start=trained_ckpt)
+
+
+def check_stage1_run(backbone, log, save, fold, tmp_path, start=None):
+    """What stage 1 on ``backbone`` logged and saved in ``save``, its frame features, bf16-stored weights."""
     for text in ("valid on 'valid' subset", "| ua ", "| macro_f1 ", "| frame_loss ", "| utterance_loss "):
         assert text in log, text
     lines = [line for line in log.splitlines() if "[train_inner]" in line or "valid on 'valid'" in line]
@@ -237,7 +227,6 @@ def test_stage1_training_then_frame_features(backbone, wav2vec1_ckpts, pretraine
     assert state["cfg"]["model"]["w2v_args"]["model"]["_name"] == ("wav2vec" if backbone == "wav2vec1" else "wav2vec2")
     assert state["cfg"]["model"]["class_names"] == make_task(fold).class_names
     assert state["cfg"]["checkpoint"]["best_checkpoint_metric"] == "ua"
-    w2v.unlink()
 
     extractor = load_frame_extractor(str(best))
     info = extractor.describe()
@@ -258,16 +247,16 @@ def test_stage1_training_then_frame_features(backbone, wav2vec1_ckpts, pretraine
     feats = load_frame_extractor(str(half)).extract(rng.standard_normal(16000).astype(np.float32) * 0.1)
     assert feats.dtype == np.float32 and feats.shape == (num_frames(16000), 512) and np.isfinite(feats).all()
     labels = tmp_path / "labels"
-    run_command(["fairseq-ser", "pseudo-labels", "run", fold, labels, "--checkpoint", half, "--ks", "4",
-                 "--no-progress"])
+    inprocess.run_command(["fairseq-ser", "pseudo-labels", "run", fold, labels, "--checkpoint", half, "--ks", "4",
+                           "--no-progress"])
     assert all((labels / f"{split}.km4").is_file() for split in ("train", "valid", "test"))
 
     # a checkpoint of another kind, as the backbone of stage 1 and as a frame extractor
     with pytest.raises(CheckpointError, match=f"{best}: holds a 'ser_frame_emotion' model; stage 1 starts from"):
-        build(make_task(fold), best)
+        build_frame_emotion(make_task(fold), best)
     if backbone == "wav2vec2":
-        with pytest.raises(CheckpointError, match=f"{pretrained_ckpt}: holds a 'wav2vec2' model, not a frame-level"):
-            load_frame_extractor(str(pretrained_ckpt))
+        with pytest.raises(CheckpointError, match=f"{start}: holds a 'wav2vec2' model, not a frame-level"):
+            load_frame_extractor(str(start))
 
 
 def test_frame_extractor_reports_missing_file(tmp_path):

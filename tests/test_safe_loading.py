@@ -5,37 +5,31 @@ loads with ``weights_only`` unpickling, and a checkpoint that pickles anything
 else (here: an object that unpickles into ``open(marker, "w")``) is refused
 with a message naming the file, the offending global and the opt-in.
 
-The subprocess tests give one crafted checkpoint to every command that reads
-checkpoints (each starts torch and fairseq: the slow part of this file, run
-side by side in one fixture) and check that none of them creates the marker,
-and that the opt-in does.
+The command tests give one crafted checkpoint to every command that reads
+checkpoints, each run in-process with its argv as a user would type it
+(tests/inprocess.py: fairseq-hydra-train through fairseq's own entry point,
+fairseq-ser through its main), and check that none of them creates the
+marker, and that the opt-in does.
 """
 
 import logging
-import os
 import pickle
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import fairseq_ser
 from fairseq_ser.errors import CheckpointError
 from fairseq_ser.models.hf_weights import read_torch_bin
-from fairseq_ser.models.pretrained import load_backbone, read_checkpoint
+from fairseq_ser.models.checkpoint import load_backbone, read_checkpoint
 from fairseq_ser.models.safe_load import TRUST_ENV, load_checkpoint_file
 
+import inprocess
+from builders import write_random_labels
 from checkpoints import (make_ctc_finetuned, make_wav2vec1, make_wav2vec2, to_hydra_era_layout,
                          to_legacy_args_layout, to_legacy_finetuned_layout)
-from conftest import BIN, CPU_VFT, REPO
-from test_ptapt import write_random_labels
-from test_ptapt_stage1 import CPU_STAGE1
-from test_tapt import CPU_TAPT
-
-fairseq_ser.register()
+from commands import CPU_STAGE1, CPU_TAPT, CPU_VFT
 
 OFFENDING = f"{open.__module__}.{open.__qualname__}"  # io.open, as the pickle names it
 
@@ -219,7 +213,7 @@ def test_hf_pytorch_model_bin_is_read_safely(tmp_path):
     assert not marker.exists()
 
 
-# --- every command that reads checkpoints, given the crafted one (slow: subprocesses) ---
+# --- every command that reads checkpoints, given the crafted one ---
 
 def training(config, *overrides):
     return ["fairseq-hydra-train", "--config-dir", "config", "--config-name", config, *overrides]
@@ -227,7 +221,7 @@ def training(config, *overrides):
 
 @pytest.fixture(scope="module")
 def commands(w2v, synth_corpus, synth_folds, tmp_path_factory):
-    """Run every command on the crafted checkpoint, side by side; name -> (returncode, output, marker, crafted)."""
+    """Run every command on the crafted checkpoint; name -> (returncode, output, marker, crafted)."""
     work = tmp_path_factory.mktemp("commands")
     fold = synth_folds / "fold1"
     labels = write_random_labels(fold, work / "labels")
@@ -265,26 +259,18 @@ def commands(w2v, synth_corpus, synth_folds, tmp_path_factory):
     job("fairseq_restore_file", lambda p, d: training(
         "vft", f"task.data={fold}", f"model.w2v_path={w2v}", f"checkpoint.restore_file={p}",
         f"checkpoint.save_dir={d}", *CPU_VFT, "optimization.max_update=1"))
-    job("evaluate", lambda p, d: ["fairseq-ser", "evaluate", fold, "--path", p, "--results-path", d])
-    job("predict", lambda p, d: ["fairseq-ser", "predict", p, wav, "--no-progress"])
+    job("evaluate", lambda p, d: ["fairseq-ser", "evaluate", fold, "--checkpoint", p, "--results-path", d])
+    job("predict", lambda p, d: ["fairseq-ser", "predict", "--checkpoint", p, wav, "--no-progress"])
     job("pseudo-labels", lambda p, d: ["fairseq-ser", "pseudo-labels", "run", fold, d, "--checkpoint", p,
                                        "--layer", "1", "--ks", "4", "--no-progress"])
     job("import-hf", lambda p, d: ["fairseq-ser", "import-hf", hf, d / "imported.pt"])
-    job("predict_opt_in", lambda p, d: ["fairseq-ser", "predict", p, wav, "--no-progress"], opt_in=True)
+    job("predict_opt_in", lambda p, d: ["fairseq-ser", "predict", "--checkpoint", p, wav, "--no-progress"], opt_in=True)
 
-    def run(name):
-        argv, marker, path, opt_in = jobs[name]
-        exe = BIN / argv[0]
-        env = {k: v for k, v in os.environ.items() if k != TRUST_ENV}
-        env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
-        if opt_in:
-            env[TRUST_ENV] = "1"
-        proc = subprocess.run([str(exe) if exe.exists() else argv[0]] + [str(a) for a in argv[1:]],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        return name, (proc.returncode, proc.stdout + proc.stderr, marker, path)
-
-    with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
-        return dict(pool.map(run, list(jobs)))
+    results = {}
+    for name, (argv, marker, path, opt_in) in jobs.items():
+        proc = inprocess.run_command(argv, env={TRUST_ENV: "1" if opt_in else None}, expect_ok=False)
+        results[name] = (proc.returncode, proc.stdout + proc.stderr, marker, path)
+    return results
 
 
 @pytest.mark.parametrize("name", ["vft", "tapt", "ptapt_stage1", "ptapt", "evaluate", "predict",

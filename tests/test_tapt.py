@@ -1,4 +1,5 @@
-"""TAPT through the real commands (cfg and legacy checkpoints), then V-FT and evaluation from its checkpoint."""
+"""TAPT: the model and criterion in-process, training from a legacy checkpoint under bf16, and the
+end-to-end chain (TAPT, then V-FT and evaluation from its checkpoint) through the real commands."""
 
 import argparse
 import json
@@ -7,81 +8,29 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-import fairseq_ser
 from fairseq_ser.errors import CheckpointError
-from fairseq_ser.models.pretrained import load_backbone
+from fairseq_ser.models.checkpoint import load_backbone
 from fairseq_ser.models.safe_load import load_checkpoint_file
 
-from conftest import CPU_VFT, run_command
-from test_precision import assert_finite_training
+import inprocess
+from builders import build_tapt, build_tapt_criterion, make_pretraining_task
+from commands import BF16, CPU_TAPT, CPU_VFT, assert_finite_training, hydra_train, run_command
 
-fairseq_ser.register()
-
-# Overrides that make config/tapt.yaml run in seconds on a CPU.
-CPU_TAPT = [
-    "common.cpu=true",
-    "common.fp16=false",
-    "common.log_interval=1",
-    "dataset.num_workers=0",
-    "dataset.batch_size=8",
-    "dataset.max_tokens=200000",
-    "optimization.update_freq=[1]",
-    "optimization.max_update=4",
-    "lr_scheduler.warmup_updates=1",
-    "task.min_sample_size=4000",  # the synthetic clips are 0.8 to 1.6 s
-]
 PRETRAINING_HEADS = ("quantizer.vars", "quantizer.weight_proj.weight", "project_q.weight", "final_proj.weight")
 
 
-def train_tapt(data_dir, w2v_path, save_dir, extra=(), expect_ok=True):
-    return run_command(
-        ["fairseq-hydra-train", "--config-dir", "config", "--config-name", "tapt",
-         f"task.data={data_dir}", f"model.w2v_path={w2v_path}", f"checkpoint.save_dir={save_dir}",
-         *CPU_TAPT, *extra],
-        expect_ok=expect_ok)
-
-
 @pytest.fixture(scope="module")
-def tapt_run(pretrained_ckpt, synth_folds, tmp_path_factory):
-    """TAPT from a private copy of the cfg checkpoint (deleted afterwards), CNN encoder frozen."""
+def tapt_run(trained_ckpt, synth_folds, tmp_path_factory):
+    """TAPT by the real command from a private copy of the cfg checkpoint (deleted afterwards), CNN encoder frozen."""
     work = tmp_path_factory.mktemp("tapt")
     w2v = work / "w2v.pt"
-    shutil.copy(pretrained_ckpt, w2v)
+    shutil.copy(trained_ckpt, w2v)
     save = work / "tapt"
-    proc = train_tapt(synth_folds / "fold1", w2v, save,
-                      extra=["model.feature_grad_mult=0.0", "model.dropout=0.05"])
+    proc = run_command(hydra_train("tapt", synth_folds / "fold1", w2v, save, *CPU_TAPT,
+                                   "model.feature_grad_mult=0.0", "model.dropout=0.05"))
     w2v.unlink()
     return save / "checkpoint_last.pt", proc.stdout + proc.stderr
-
-
-def make_task(data_dir, **overrides):
-    from fairseq.dataclass.utils import merge_with_parent
-    from fairseq.tasks.audio_pretraining import AudioPretrainingConfig, AudioPretrainingTask
-
-    cfg = OmegaConf.create({"data": str(data_dir), "tpu": False, "seed": 1, **overrides})
-    return AudioPretrainingTask.setup_task(merge_with_parent(AudioPretrainingConfig(), cfg))
-
-
-def build_tapt(task, w2v_path, **overrides):
-    from fairseq.dataclass.utils import merge_with_parent
-
-    from fairseq_ser.models.ser_wav2vec2_tapt import SerWav2Vec2Tapt, SerWav2Vec2TaptConfig
-
-    cfg = merge_with_parent(SerWav2Vec2TaptConfig(), OmegaConf.create({"w2v_path": str(w2v_path), **overrides}))
-    return SerWav2Vec2Tapt.build_model(cfg, task)
-
-
-def build_criterion(task, w2v_path, **settings):
-    from fairseq.dataclass.utils import merge_with_parent
-
-    from fairseq_ser.criterions.ser_wav2vec_tapt import (SerWav2VecTaptCriterion,
-                                                         SerWav2VecTaptCriterionConfig)
-
-    cfg = merge_with_parent(SerWav2VecTaptCriterionConfig(),
-                            OmegaConf.create({"w2v_path": str(w2v_path), **settings}))
-    return SerWav2VecTaptCriterion.build_criterion(cfg, task)
 
 
 def legacy_with_criterion(legacy_ckpt, out, loss_weights):
@@ -94,7 +43,8 @@ def legacy_with_criterion(legacy_ckpt, out, loss_weights):
     return out
 
 
-def test_tapt_checkpoint_holds_every_pretraining_weight(tapt_run, pretrained_ckpt):
+@pytest.mark.e2e
+def test_tapt_checkpoint_holds_every_pretraining_weight(tapt_run, trained_ckpt, synth_folds):
     ckpt, log = tapt_run
     assert "TAPT loss: infonce=True loss_weights=[0.1, 0.0]" in log
     assert "prob_perplexity" in log and "valid on 'valid' subset" in log
@@ -113,7 +63,7 @@ def test_tapt_checkpoint_holds_every_pretraining_weight(tapt_run, pretrained_ckp
     (model,), _, _ = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)])
     assert model.w2v_model.quantizer is not None and model.w2v_model.cfg.dropout == 0.05
 
-    start = torch.load(pretrained_ckpt, weights_only=True)["model"]
+    start = torch.load(trained_ckpt, weights_only=True)["model"]
     tapt = {k[len("w2v_model."):]: v for k, v in state["model"].items()}
     assert set(tapt) == set(start)
     for key in PRETRAINING_HEADS:
@@ -122,13 +72,16 @@ def test_tapt_checkpoint_holds_every_pretraining_weight(tapt_run, pretrained_ckp
         changed = not torch.equal(value, tapt[key])
         # model.feature_grad_mult=0 froze the CNN encoder; everything else was trained
         assert changed != key.startswith("feature_extractor."), key
+    # a TAPT checkpoint passes on the weights of the original pretraining
+    task = make_pretraining_task(synth_folds / "fold1")
+    assert build_tapt_criterion(task, ckpt, loss_weights=None).loss_weights == [0.1, 10.0]
 
 
 def test_tapt_from_legacy_checkpoint(legacy_ckpt, synth_folds, tmp_path):
     save = tmp_path / "tapt_legacy"
-    # under fairseq's bf16 training, the CPU stand-in for the GPU configs' fp16
-    proc = train_tapt(synth_folds / "fold2", legacy_ckpt, save,
-                      extra=["criterion.loss_weights=[0.2,5]", "common.bf16=true"])
+    # fairseq's trainer in-process, under its bf16 training (the CPU stand-in for the GPU configs' fp16)
+    proc = inprocess.run_command(hydra_train("tapt", synth_folds / "fold2", legacy_ckpt, save, *CPU_TAPT,
+                                             "criterion.loss_weights=[0.2,5]", *BF16))
     assert "TAPT loss: infonce=True loss_weights=[0.2, 5.0]" in proc.stdout + proc.stderr
     assert_finite_training(proc, "tapt")
     tapt = load_backbone(str(save / "checkpoint_last.pt"))
@@ -138,46 +91,45 @@ def test_tapt_from_legacy_checkpoint(legacy_ckpt, synth_folds, tmp_path):
     assert not torch.equal(tapt.weights["quantizer.vars"], start["quantizer.vars"])
 
 
+@pytest.mark.e2e
 def test_vft_from_tapt_checkpoint_then_evaluate(tapt_run, synth_folds, tmp_path):
     ckpt, _ = tapt_run
     fold = synth_folds / "fold1"
     save = tmp_path / "vft"
-    run_command(["fairseq-hydra-train", "--config-dir", "config", "--config-name", "vft",
-                 f"task.data={fold}", f"model.w2v_path={ckpt}", f"checkpoint.save_dir={save}", *CPU_VFT])
+    run_command(hydra_train("vft", fold, ckpt, save, *CPU_VFT))
     state = torch.load(save / "checkpoint_best.pt", weights_only=True)
     assert not any(k.startswith(("backbone.quantizer.", "backbone.final_proj.")) for k in state["model"])
     tapt = torch.load(ckpt, weights_only=True)["model"]
     key = "feature_extractor.conv_layers.0.0.weight"  # frozen in V-FT: still the TAPT weight
     assert torch.equal(state["model"]["backbone." + key], tapt["w2v_model." + key])
     results = tmp_path / "eval"
-    proc = run_command(["fairseq-ser", "evaluate", fold, "--path", save / "checkpoint_best.pt",
+    proc = run_command(["fairseq-ser", "evaluate", fold, "--checkpoint", save / "checkpoint_best.pt",
                         "--gen-subset", "test", "--results-path", results])
     assert "UA" in proc.stdout
     n_test = len((fold / "test.tsv").read_text().splitlines()) - 1
     assert json.loads((results / "metrics.json").read_text())["num_utterances"] == n_test
 
 
-def test_loss_weights_reference_or_the_checkpoints(pretrained_ckpt, legacy_ckpt, tapt_run, synth_folds, tmp_path):
-    task = make_task(synth_folds / "fold1")
-    crit = build_criterion(task, pretrained_ckpt)
+def test_loss_weights_reference_or_the_checkpoints(pretrained_ckpt, legacy_ckpt, synth_folds, tmp_path):
+    task = make_pretraining_task(synth_folds / "fold1")
+    crit = build_tapt_criterion(task, pretrained_ckpt)
     # the reference's: diversity 0.1, no feature penalty, extra losses once per batch
     assert (crit.infonce, crit.loss_weights, crit.extra_losses_per_frame) == (True, [0.1, 0.0], False)
-    crit = build_criterion(task, pretrained_ckpt, loss_weights=None)
+    crit = build_tapt_criterion(task, pretrained_ckpt, loss_weights=None)
     assert (crit.infonce, crit.loss_weights) == (True, [0.1, 10.0])
     assert crit.log_keys == ["prob_perplexity", "code_perplexity", "temp"]
     # a legacy file records them in its args namespace
     legacy = legacy_with_criterion(legacy_ckpt, tmp_path / "legacy.pt", [0.5, 2.0])
-    crit = build_criterion(task, legacy, loss_weights=None)
+    crit = build_tapt_criterion(task, legacy, loss_weights=None)
     assert (crit.infonce, crit.loss_weights, crit.log_keys) == (True, [0.5, 2.0], ["prob_perplexity", "temp"])
     # explicit values win; unset ones still come from the checkpoint
-    crit = build_criterion(task, legacy, loss_weights=[1.0, 0.0])
+    crit = build_tapt_criterion(task, legacy, loss_weights=[1.0, 0.0])
     assert crit.loss_weights == [1.0, 0.0] and crit.log_keys == ["prob_perplexity", "temp"]
-    # a TAPT checkpoint passes on the weights of the original pretraining
-    assert build_criterion(task, tapt_run[0], loss_weights=None).loss_weights == [0.1, 10.0]
+    # (a TAPT checkpoint passing them on: test_tapt_checkpoint_holds_every_pretraining_weight)
 
 
 def test_tapt_model_continues_from_the_checkpoint(pretrained_ckpt, synth_folds):
-    task = make_task(synth_folds / "fold1")
+    task = make_pretraining_task(synth_folds / "fold1")
     model = build_tapt(task, pretrained_ckpt)
     # the reference's TAPT by default: HF 4.10's masking, CNN at full gradient, temperature fixed at 1
     cfg = model.w2v_model.cfg
@@ -200,7 +152,7 @@ def test_tapt_model_continues_from_the_checkpoint(pretrained_ckpt, synth_folds):
 
 
 def test_bad_checkpoints_are_rejected(pretrained_ckpt, ctc_ckpt, synth_folds, tmp_path):
-    task = make_task(synth_folds / "fold1")
+    task = make_pretraining_task(synth_folds / "fold1")
     state = torch.load(pretrained_ckpt, weights_only=True)
     missing = tmp_path / "missing.pt"
     torch.save({**state, "model": {k: v for k, v in state["model"].items() if k != "project_q.weight"}}, missing)
@@ -215,12 +167,12 @@ def test_bad_checkpoints_are_rejected(pretrained_ckpt, ctc_ckpt, synth_folds, tm
     with pytest.raises(CheckpointError, match="w2v_ctc.pt: .*no pretraining heads"):
         build_tapt(task, ctc_ckpt)
     with pytest.raises(CheckpointError, match="pretrained with task.normalize=false .* set task.normalize=false"):
-        build_tapt(make_task(synth_folds / "fold1", normalize=True), pretrained_ckpt)
+        build_tapt(make_pretraining_task(synth_folds / "fold1", normalize=True), pretrained_ckpt)
 
 
 def test_tapt_without_a_quantizer_or_with_wrong_loss_weights_is_a_clear_error(pretrained_ckpt, synth_folds,
                                                                              tmp_path):
-    task = make_task(synth_folds / "fold1")
+    task = make_pretraining_task(synth_folds / "fold1")
     state = torch.load(pretrained_ckpt, weights_only=True)
     no_quantizer = tmp_path / "no_quantizer.pt"
     cfg = dict(state["cfg"], model=dict(state["cfg"]["model"], quantize_targets=False))
@@ -231,7 +183,7 @@ def test_tapt_without_a_quantizer_or_with_wrong_loss_weights_is_a_clear_error(pr
 
     model = build_tapt(task, pretrained_ckpt).train()
     sample = {"id": torch.arange(2), "net_input": {"source": torch.randn(2, 16000) * 0.1}}
-    criterion = build_criterion(task, pretrained_ckpt, loss_weights=[0.1, 0.0, 1.0])
+    criterion = build_tapt_criterion(task, pretrained_ckpt, loss_weights=[0.1, 0.0, 1.0])
     with pytest.raises(CheckpointError, match=r"checkpoint_last.pt: this model returns 2 extra loss\(es\) "
                                               r"\(codebook diversity, feature penalty\) but criterion.loss_weights "
                                               r"has 3"):
@@ -242,10 +194,10 @@ def test_tapt_without_a_quantizer_or_with_wrong_loss_weights_is_a_clear_error(pr
     net_output = model(**sample["net_input"])
     frames = model.get_logits(net_output).size(0)
     once, per_frame = (
-        _CheckedExtraLosses(model, build_criterion(task, pretrained_ckpt, extra_losses_per_frame=flag))
+        _CheckedExtraLosses(model, build_tapt_criterion(task, pretrained_ckpt, extra_losses_per_frame=flag))
         .get_extra_losses(net_output) for flag in (False, True))
     assert len(once) == len(per_frame) == 2 and frames > 1
     for a, b in zip(once, per_frame):
         assert torch.allclose(a * frames, b)
-    _, _, log = build_criterion(task, pretrained_ckpt)(model, sample)
+    _, _, log = build_tapt_criterion(task, pretrained_ckpt)(model, sample)
     assert np.isfinite(log["loss"])

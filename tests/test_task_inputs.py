@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from fairseq_ser.errors import AudioError, DataError
-from test_model import make_task
+from builders import make_task
 
 
 @pytest.fixture

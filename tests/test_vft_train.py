@@ -1,31 +1,26 @@
-"""V-FT through the real commands, as the README gives them, then ``fairseq-ser evaluate``."""
+"""V-FT through the real commands, as the README gives them, then ``fairseq-ser evaluate``; bad inputs in-process."""
 
 import json
 import shutil
 
+import pytest
 import torch
 
 from fairseq_ser.data.manifest import read_label_dict
 
-from conftest import CPU_VFT, REPO, run_command
+import inprocess
+from commands import CPU_VFT, REPO, hydra_train, run_command
 
 
-def train_vft(data_dir, w2v_path, save_dir, cwd=REPO, config_dir="config", extra=(), expect_ok=True):
-    return run_command(
-        ["fairseq-hydra-train", "--config-dir", config_dir, "--config-name", "vft",
-         f"task.data={data_dir}", f"model.w2v_path={w2v_path}", f"checkpoint.save_dir={save_dir}",
-         *CPU_VFT, *extra],
-        cwd=cwd, expect_ok=expect_ok)
-
-
-def test_vft_from_cfg_checkpoint_then_evaluate(pretrained_ckpt, synth_folds, tmp_path):
+@pytest.mark.e2e
+def test_vft_from_cfg_checkpoint_then_evaluate(trained_ckpt, synth_folds, tmp_path):
     fold = synth_folds / "fold1"
     # a private copy of the pretrained model, deleted after training: the
     # fine-tuned checkpoint must load without it
     w2v = tmp_path / "w2v.pt"
-    shutil.copy(pretrained_ckpt, w2v)
+    shutil.copy(trained_ckpt, w2v)
     save = tmp_path / "vft"
-    proc = train_vft(fold, w2v, save)
+    proc = run_command(hydra_train("vft", fold, w2v, save, *CPU_VFT))
     log = proc.stdout + proc.stderr
     assert "valid on 'valid' subset" in log and "| ua " in log and "macro_f1" in log
     best = save / "checkpoint_best.pt"
@@ -38,7 +33,7 @@ def test_vft_from_cfg_checkpoint_then_evaluate(pretrained_ckpt, synth_folds, tmp
     assert state["cfg"]["checkpoint"]["best_checkpoint_metric"] == "ua"
 
     results = tmp_path / "eval"
-    proc = run_command(["fairseq-ser", "evaluate", fold, "--path", best, "--gen-subset", "test",
+    proc = run_command(["fairseq-ser", "evaluate", fold, "--checkpoint", best, "--gen-subset", "test",
                         "--results-path", results])
     for heading in ("UA", "WA", "macro-F1", "confusion matrix", "recall"):
         assert heading in proc.stdout
@@ -55,32 +50,38 @@ def test_vft_from_cfg_checkpoint_then_evaluate(pretrained_ckpt, synth_folds, tmp
     assert (results / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.e2e
 def test_vft_from_legacy_checkpoint_outside_the_repo(legacy_ckpt, synth_folds, tmp_path):
-    """From another working directory with an absolute config dir, with the non-default options."""
+    """From another working directory with an absolute config dir, with the non-default options.
+
+    A subprocess of its own: from elsewhere, ``common.user_dir: fairseq_ser``
+    must resolve to the installed package, which only a fresh process imports.
+    """
     work = tmp_path / "elsewhere"
     work.mkdir()
     save = tmp_path / "vft_legacy"
-    train_vft(synth_folds / "fold2", legacy_ckpt, save, cwd=work, config_dir=REPO / "config",
-              extra=["model.pooling=attentive_stats", "model.weighted_layer_sum=true",
-                     "model.freeze_finetune_updates=2"])
+    run_command(hydra_train("vft", synth_folds / "fold2", legacy_ckpt, save, *CPU_VFT,
+                            "model.pooling=attentive_stats", "model.weighted_layer_sum=true",
+                            "model.freeze_finetune_updates=2", config_dir=REPO / "config"), cwd=work)
     state = torch.load(save / "checkpoint_best.pt", weights_only=True)
     assert "layer_weights" in state["model"]
     assert any(k.startswith("pooling.attention") for k in state["model"])
     assert not (work / "fairseq_ser").exists()
-    proc = run_command(["fairseq-ser", "evaluate", synth_folds / "fold2", "--path", save / "checkpoint_best.pt",
+    proc = run_command(["fairseq-ser", "evaluate", synth_folds / "fold2", "--checkpoint", save / "checkpoint_best.pt",
                         "--gen-subset", "valid"], cwd=work)
     assert "UA" in proc.stdout
     assert json.loads((save / "eval-valid" / "metrics.json").read_text())["subset"] == "valid"
 
 
 def test_training_reports_bad_w2v_path(synth_folds, tmp_path):
-    proc = train_vft(synth_folds / "fold1", tmp_path / "missing.pt", tmp_path / "out", expect_ok=False)
+    proc = inprocess.run_command(hydra_train("vft", synth_folds / "fold1", tmp_path / "missing.pt",
+                                             tmp_path / "out", *CPU_VFT), expect_ok=False)
     assert proc.returncode != 0
     assert "missing.pt: checkpoint not found" in proc.stderr
 
 
 def test_evaluate_rejects_a_checkpoint_that_is_not_a_classifier(pretrained_ckpt, synth_folds):
-    proc = run_command(["fairseq-ser", "evaluate", synth_folds / "fold1", "--path", pretrained_ckpt],
-                       expect_ok=False)
+    proc = inprocess.run_command(["fairseq-ser", "evaluate", synth_folds / "fold1", "--checkpoint", pretrained_ckpt],
+                                 expect_ok=False)
     assert proc.returncode == 2
     assert "not an emotion classifier" in proc.stderr and str(pretrained_ckpt) in proc.stderr

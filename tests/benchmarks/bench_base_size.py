@@ -293,8 +293,10 @@ def parameter_count(path: Path):
 
 
 def frames_of(num_samples):
-    """wav2vec 2.0's frames of an utterance (400-sample receptive field, 320-sample hop)."""
-    return max(0, (num_samples - 400) // 320 + 1)
+    """wav2vec 2.0's frames of an utterance (fairseq_ser.frames)."""
+    from fairseq_ser.frames import num_frames
+
+    return num_frames(num_samples)
 
 
 def make_data(work: Path, env, seconds: float, min_count: int, min_frames: int):
@@ -308,7 +310,7 @@ def make_data(work: Path, env, seconds: float, min_count: int, min_frames: int):
     from fairseq_ser.data.manifest import dict_path, load_split, read_label_dict, write_label_dict, write_split
 
     folds = work / "emodb"
-    run_checked([venv_command("fairseq-ser"), "prepare", "emodb", EMODB, folds, "--folds", 5, "--no-progress"], env)
+    run_checked([venv_command("fairseq-ser"), "prepare", "emodb", EMODB, folds, "--num-folds", 5, "--no-progress"], env)
     fold = folds / "fold1"
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)

@@ -175,7 +175,8 @@ def ptapt_loop(row, shape, batches, precision, device, warmup, cluster_sizes=(64
 
     from bench_batching import backbone_args
     from fairseq_ser.criterions.ser_ptapt_cross_entropy import SerPtaptCrossEntropyCriterion
-    from fairseq_ser.data.frame_label_dataset import LABEL_PAD, cnn_frames
+    from fairseq_ser.data.frame_label_dataset import LABEL_PAD
+    from fairseq_ser.frames import num_frames as cnn_frames
     from fairseq_ser.models.ser_wav2vec2_ptapt import SerWav2Vec2Ptapt, SerWav2Vec2PtaptConfig
 
     torch.manual_seed(0)

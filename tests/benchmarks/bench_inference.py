@@ -7,7 +7,7 @@ saved with ``save_pretrained``. Each side runs in its own process with the
 same number of threads (OMP_NUM_THREADS and torch.set_num_threads) on the same
 folder of EmoDB files, read with soundfile:
 
-- ours: the ``fairseq-ser predict CKPT FOLDER -o out.jsonl`` command itself
+- ours: the ``fairseq-ser predict --checkpoint CKPT FOLDER -o out.jsonl`` command itself
   (length-sorted batches of at most 160 s of padded audio, the CNN run per
   utterance, so that a prediction does not depend on its batch);
 - transformers, one file at a time: the way its documentation prescribes for
@@ -182,8 +182,8 @@ def run_ours(ckpt, folder, out, threads):
     """``fairseq-ser predict`` in its own process: (wall s, processing s, peak RSS, output rows)."""
     exe = Path(sys.executable).with_name("fairseq-ser")
     argv = ([exe] if exe.exists() else [sys.executable, "-m", "fairseq_ser.cli.main"])
-    argv += ["predict", ckpt, folder, "-o", out, "--device", "cpu", "--batch-seconds", str(BATCH_SECONDS),
-             "--no-progress"]
+    argv += ["predict", "--checkpoint", ckpt, folder, "-o", out, "--device", "cpu",
+             "--batch-seconds", str(BATCH_SECONDS), "--no-progress"]
     wall, rss, output = run_measured(argv, env=thread_env(threads))
     match = PREDICT_LINE.search(output)
     if match is None:

@@ -42,7 +42,9 @@ SECONDS = (1, 2, 4, 8)
 
 
 def frames(seconds):
-    return max(0, (int(round(seconds * 16000)) - 400) // 320 + 1)
+    from fairseq_ser.frames import num_frames
+
+    return num_frames(int(round(seconds * 16000)))
 
 
 def reference_fraction(n, rng, draws, pool):

@@ -78,11 +78,13 @@ def command_path():
 
 def check_labels(data: Path, labels: Path, ks, times: int, per_copy: int):
     """Label files match the manifest frame by frame; every repeat of an utterance is labelled like the first."""
-    from fairseq_ser.clustering.assign import check_label_file, label_file_path
+    from fairseq_ser.data.frame_label_dataset import check_frame_labels
+    from fairseq_ser.data.manifest import cluster_label_path, read_manifest
 
+    manifest = read_manifest(str(data / "train.tsv"))
     for k in ks:
-        path = label_file_path(str(labels), "train", k)
-        check_label_file(path, str(data / "train.tsv"), lambda n, i: (n - 400) // 320 + 1, k)
+        path = cluster_label_path(str(labels), "train", k)
+        check_frame_labels(path, [n for _, n in manifest.entries], k, manifest.path)
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
         first = lines[:per_copy]

@@ -166,7 +166,7 @@ def random_labels(fold: Path, out: Path, ks: Sequence[int]):
     """Stand-in pseudo-labels of the right shape, for P-TAPT when the pseudo-label step failed."""
     import numpy as np
 
-    from fairseq_ser.data.frame_label_dataset import cnn_frames
+    from fairseq_ser.frames import num_frames as cnn_frames
     from fairseq_ser.data.manifest import read_manifest
 
     out.mkdir(parents=True, exist_ok=True)
@@ -253,8 +253,8 @@ class Stages:
         ckpt = trained[which]
         results = self.work / "evaluate"
         row = runner.command(f"evaluate (V-FT {which} checkpoint)", "fp32",
-                             [self.ser, "evaluate", fold, "--path", ckpt, "--gen-subset", "test",
-                              "--results-path", results] + ([] if self.cuda else ["--cpu"]))
+                             [self.ser, "evaluate", fold, "--checkpoint", ckpt, "--gen-subset", "test",
+                              "--results-path", results] + ([] if self.cuda else ["--device", "cpu"]))
         if row.ok and (results / "metrics.json").is_file():
             metrics = json.loads((results / "metrics.json").read_text())
             row.note = f"UA {metrics.get('ua', float('nan')):.3f} on test (a few updates: about chance)"
@@ -262,8 +262,9 @@ class Stages:
         for precision in (("bf16", "fp16") if self.cuda else ("bf16",)):
             out = self.work / f"predict_{precision}.jsonl"
             row = runner.command(f"predict (V-FT {which} checkpoint)", precision,
-                                 [self.ser, "predict", ckpt, corpus, "-o", out, "--precision", precision,
-                                  "--no-progress"] + ([] if self.cuda else ["--device", "cpu"]))
+                                 [self.ser, "predict", "--checkpoint", ckpt, corpus, "-o", out,
+                                  "--precision", precision, "--no-progress"]
+                                 + ([] if self.cuda else ["--device", "cpu"]))
             if row.ok and out.is_file():
                 row.note = f"{sum(1 for _ in out.open())} files predicted"
                 runner.write_table()
