@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "import-hf": ("fairseq_ser.cli.import_hf", "convert a HuggingFace wav2vec2 folder into a fairseq checkpoint"),
     "pseudo-labels": ("fairseq_ser.cli.pseudo_labels",
                       "P-TAPT pseudo-labels: dump frame features, FAISS k-means, {split}.km{K} files"),
+    "subset": ("fairseq_ser.cli.subset",
+               "nested labelled subsets of every fold, with the unlabelled audio (low-resource experiments)"),
 }
 
 

@@ -12,7 +12,7 @@ import os
 from ..data.audio_cache import DEFAULT_MIN_SECONDS
 from ..frames import RECEPTIVE_FIELD
 
-CORPORA = ("iemocap", "emodb", "folder", "json")
+CORPORA = ("iemocap", "emodb", "ravdess", "cremad", "msp-podcast", "esd", "savee", "folder", "json")
 
 
 def add_arguments(parser):
@@ -76,6 +76,98 @@ def add_arguments(parser):
                    help="K folds of speaker groups balanced by utterance count "
                    "(default: one fold per speaker)")
 
+    p = sub.add_parser("ravdess", parents=[common, speaker_valid],
+                       help="RAVDESS speech, EmoBox's 6 folds of 4 actors",
+                       description="RAVDESS, audio-only speech (Actor_NN/03-01-EE-II-SS-RR-AA.wav, "
+                       "48 kHz: converted). Song, video-modality and misnamed files are excluded. "
+                       "Default: 8 classes in EmoBox's 6 actor-independent folds.")
+    p.add_argument("corpus_dir", metavar="RAVDESS_DIR",
+                   help="the folder holding Actor_01 .. Actor_24 (Audio_Speech_Actors_01-24)")
+    p.add_argument("out_dir", metavar="OUT_DIR", nargs="?", default=os.path.join("manifests", "ravdess"),
+                   help="where the fold folders are written (default: %(default)s)")
+    p.add_argument("--classes", choices=("8", "4"), default="8",
+                   help="8 = neu cal hap sad ang fea dis sur (the default); 4 = neu hap ang sad, "
+                   "calm dropped. --label-map overrides it")
+    p.add_argument("--calm", choices=("keep", "merge", "drop"), default=None,
+                   help="calm as its own class (keep), merged into neutral (merge), or left out "
+                   "(drop) (default: as --classes says)")
+    p.add_argument("--intensity", choices=("all", "normal", "strong"), default="all",
+                   help="keep utterances of this emotional intensity only; neutral has normal "
+                   "only (default: %(default)s)")
+    p.add_argument("--protocol", choices=("emobox", "loso"), default="emobox",
+                   help="emobox = EmoBox's 6 folds of 4 actors; loso = leave one actor out, 24 "
+                   "folds (default: %(default)s)")
+    p.add_argument("--num-folds", type=_positive_int, default=None, metavar="K",
+                   help="K actor groups balanced by utterance count, instead of --protocol")
+
+    p = sub.add_parser("cremad", parents=[common, speaker_valid],
+                       help="CREMA-D, speaker-independent folds",
+                       description="CREMA-D (AudioWAV/<actor>_<sentence>_<emotion>_<level>.wav), 6 "
+                       "classes ang dis fea hap neu sad, 5 speaker-independent folds by default.")
+    p.add_argument("corpus_dir", metavar="CREMAD_DIR",
+                   help="the CREMA-D clone (holding AudioWAV/ and processedResults/) or AudioWAV itself")
+    p.add_argument("out_dir", metavar="OUT_DIR", nargs="?", default=os.path.join("manifests", "cremad"),
+                   help="where the fold folders are written (default: %(default)s)")
+    p.add_argument("--classes", choices=("6", "4"), default="6",
+                   help="6 = ang dis fea hap neu sad (the default); 4 = neu hap ang sad. "
+                   "--label-map overrides it")
+    p.add_argument("--labels", choices=("acted", "voted"), default="acted",
+                   help="acted = the emotion in the file name; voted = VoiceVote of "
+                   "processedResults/summaryTable.csv, what raters heard (ties excluded) "
+                   "(default: %(default)s)")
+    p.add_argument("--num-folds", type=_positive_int, default=5, metavar="K",
+                   help="K actor groups balanced by utterance count (default: %(default)s)")
+
+    p = sub.add_parser("msp-podcast", parents=[common],
+                       help="MSP-Podcast, its official partitions in one fold",
+                       description="MSP-Podcast (Audios/*.wav, Labels/labels_consensus.csv or .json): "
+                       "Train, Development and Test1 (and Test2 as test2) in the fold folder "
+                       "'official'; Test3 (hidden labels) is left out. Development is the "
+                       "validation split, so --valid-fraction and --seed do not apply.")
+    p.add_argument("corpus_dir", metavar="MSP_DIR", help="the release folder holding Audios/ and Labels/")
+    p.add_argument("out_dir", metavar="OUT_DIR", nargs="?", default=os.path.join("manifests", "msp-podcast"),
+                   help="where the fold folder 'official' is written (default: %(default)s)")
+    p.add_argument("--classes", choices=("8", "4"), default="8",
+                   help="8 = the challenge's ang sad hap sur fea dis con neu (O and X dropped, the "
+                   "default); 4 = neu hap ang sad. --label-map overrides it (sources: those "
+                   "names plus oth and xxx)")
+
+    p = sub.add_parser("esd", parents=[common, speaker_valid],
+                       help="ESD, its official split or speaker-independent folds",
+                       description="ESD (<speaker>/<Emotion>/<speaker>_<number>.wav, speakers 0001-0010 "
+                       "Mandarin, 0011-0020 English): the official train/evaluation/test split when the "
+                       "emotion folders hold it, else speaker-independent folds.")
+    p.add_argument("corpus_dir", metavar="ESD_DIR",
+                   help="the folder holding the speaker folders 0001 .. 0020 (Emotion Speech Dataset)")
+    p.add_argument("out_dir", metavar="OUT_DIR", nargs="?", default=os.path.join("manifests", "esd"),
+                   help="where the fold folders are written (default: %(default)s)")
+    p.add_argument("--classes", choices=("5", "4"), default="5",
+                   help="5 = neu ang hap sad sur (the default); 4 = neu hap ang sad. --label-map overrides it")
+    p.add_argument("--language", choices=("all", "mandarin", "english"), default="all",
+                   help="speakers 0001-0010 (mandarin), 0011-0020 (english) or all (default: %(default)s)")
+    p.add_argument("--speakers", type=_comma_list, metavar="LIST",
+                   help="only these speakers, e.g. 0011,0012,0013")
+    p.add_argument("--protocol", choices=("auto", "official", "speakers"), default="auto",
+                   help="official = the corpus's train/evaluation/test split (same speakers in "
+                   "every split); speakers = --num-folds speaker-independent folds; auto = "
+                   "official when the tree has it (default: %(default)s)")
+    p.add_argument("--num-folds", type=_positive_int, default=5, metavar="K",
+                   help="speaker groups of the speakers protocol (default: %(default)s)")
+
+    p = sub.add_parser("savee", parents=[common, speaker_valid],
+                       help="SAVEE, 4 leave-one-speaker-out folds",
+                       description="SAVEE (AudioData/<DC|JE|JK|KL>/<code><nn>.wav or "
+                       "<speaker>_<code><nn>.wav, 44.1 kHz: converted), 7 classes, leave one "
+                       "speaker out.")
+    p.add_argument("corpus_dir", metavar="SAVEE_DIR",
+                   help="the SAVEE folder (holding AudioData/), AudioData itself, or a flat folder "
+                   "of DC_a01.wav-style files")
+    p.add_argument("out_dir", metavar="OUT_DIR", nargs="?", default=os.path.join("manifests", "savee"),
+                   help="where fold1..fold4 are written (default: %(default)s)")
+    p.add_argument("--classes", choices=("7", "4"), default="7",
+                   help="7 = ang dis fea hap neu sad sur (the default); 4 = neu hap ang sad. "
+                   "--label-map overrides it")
+
     p = sub.add_parser("folder", parents=[common, speaker_valid],
                        help="your own audio files, labelled by folder or file name",
                        description="Audio files found recursively under AUDIO_DIR. Regular "
@@ -103,6 +195,10 @@ def add_arguments(parser):
                    "OUT_DIR if the last argument does not end in .json (default OUT_DIR: "
                    "manifests/NAME)")
     p.add_argument("--name", default="json", help="corpus name for the default OUT_DIR (default: %(default)s)")
+
+
+def _comma_list(text):
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _positive_int(text):
@@ -135,6 +231,33 @@ def run(args):
 
         result = prepare_emodb(args.corpus_dir, args.out_dir, label_map=label_map,
                                folds=args.num_folds, valid=valid, **common)
+    elif args.corpus == "ravdess":
+        from ..data.corpora.ravdess import prepare_ravdess
+
+        result = prepare_ravdess(args.corpus_dir, args.out_dir, classes=args.classes, calm=args.calm,
+                                 label_map=label_map, intensity=args.intensity, protocol=args.protocol,
+                                 folds=args.num_folds, valid=valid, **common)
+    elif args.corpus == "cremad":
+        from ..data.corpora.cremad import prepare_cremad
+
+        result = prepare_cremad(args.corpus_dir, args.out_dir, classes=args.classes, label_map=label_map,
+                                labels=args.labels, folds=args.num_folds, valid=valid, **common)
+    elif args.corpus == "msp-podcast":
+        from ..data.corpora.msp_podcast import prepare_msp_podcast
+
+        result = prepare_msp_podcast(args.corpus_dir, args.out_dir, classes=args.classes,
+                                     label_map=label_map, **common)
+    elif args.corpus == "esd":
+        from ..data.corpora.esd import prepare_esd
+
+        result = prepare_esd(args.corpus_dir, args.out_dir, classes=args.classes, label_map=label_map,
+                             language=args.language, speakers=args.speakers, protocol=args.protocol,
+                             folds=args.num_folds, valid=valid, **common)
+    elif args.corpus == "savee":
+        from ..data.corpora.savee import prepare_savee
+
+        result = prepare_savee(args.corpus_dir, args.out_dir, classes=args.classes, label_map=label_map,
+                               valid=valid, **common)
     elif args.corpus == "folder":
         from ..data.corpora.custom import prepare_folder
 
@@ -158,12 +281,14 @@ def format_summary(result) -> str:
     """Counts per fold, split and class as a compact table, then exclusions and conversions."""
     classes = result.class_names
     width = max([5] + [len(c) for c in classes])
-    header = f"{'fold':<7}{'split':<6}{'total':>7}" + "".join(f"{c:>{width + 1}}" for c in classes)
+    fold_width = max([7] + [len(f) + 1 for f in result.counts])    # "official" is longer than fold10
+    header = f"{'fold':<{fold_width}}{'split':<6}{'total':>7}" + "".join(f"{c:>{width + 1}}" for c in classes)
     lines = [f"wrote {len(result.counts)} fold(s) to {result.out_dir}", header]
     for fold, splits in result.counts.items():
         for i, (split, counts) in enumerate(splits.items()):
             cells = "".join(f"{counts.get(c, 0):>{width + 1}}" for c in classes)
-            lines.append(f"{fold if i == 0 else '':<7}{split:<6}{sum(counts.values()):>7}{cells}")
+            lines.append(f"{fold if i == 0 else '':<{fold_width}}{split:<6}{sum(counts.values()):>7}{cells}")
+    lines += result.notes
     if result.dropped:
         dropped = ", ".join(f"{label} {n}" for label, n in sorted(result.dropped.items()))
         lines.append(f"dropped by the label map: {sum(result.dropped.values())} ({dropped})")

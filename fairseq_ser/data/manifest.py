@@ -8,6 +8,10 @@ One reader and one writer for each format, used by every other module:
 - ``{split}.{ext}``: one label per line, line-aligned with the manifest.
 - ``dict.{ext}.txt``: ``label count`` per line (fairseq ``Dictionary`` format);
   the line order is the class index order.
+- ``{split}.spk`` (optional): one speaker id per line, line-aligned with the
+  manifest; a fold folder without it has unknown speakers.
+- ``unlabelled.tsv`` (optional, a manifest without labels): audio that only the
+  label-free stages train on (:mod:`fairseq_ser.data.unlabelled`).
 
 P-TAPT's pseudo-labels use the same layout with ``ext = km{K}`` (``{split}.km{K}``:
 one line of cluster ids per utterance, read and checked by
@@ -25,6 +29,8 @@ from ..errors import DataError
 from ..fileio import atomic_open
 
 DEFAULT_LABEL_EXT = "emo"
+SPEAKER_EXT = "spk"
+UNLABELLED_SPLIT = "unlabelled"
 
 
 @dataclass
@@ -57,6 +63,16 @@ def label_path(data_dir: str, split: str, ext: str = DEFAULT_LABEL_EXT) -> str:
 
 def dict_path(data_dir: str, ext: str = DEFAULT_LABEL_EXT) -> str:
     return os.path.join(data_dir, f"dict.{ext}.txt")
+
+
+def speaker_path(data_dir: str, split: str) -> str:
+    """``{split}.spk``: one speaker id per utterance of ``{split}.tsv`` (optional)."""
+    return os.path.join(data_dir, f"{split}.{SPEAKER_EXT}")
+
+
+def unlabelled_path(data_dir: str) -> str:
+    """``unlabelled.tsv``: a fold's audio for the label-free stages only (optional)."""
+    return manifest_path(data_dir, UNLABELLED_SPLIT)
 
 
 def cluster_ext(k: int) -> str:
@@ -142,6 +158,23 @@ def write_labels(path: str, labels: Iterable[str]) -> None:
     with atomic_open(path, "w", encoding="utf-8") as f:
         for label in labels:
             f.write(f"{label}\n")
+
+
+def read_speakers(data_dir: str, split: str, expected: Optional[int] = None) -> Optional[List[str]]:
+    """The speakers of ``{split}.spk``, or None when the file is absent (speakers unknown)."""
+    path = speaker_path(data_dir, split)
+    if not os.path.isfile(path):
+        return None
+    return read_labels(path, expected, manifest_path(data_dir, split))
+
+
+def write_speakers(path: str, speakers: Iterable[str]) -> None:
+    """Write a ``{split}.spk`` file; speaker ids must be non-empty single lines without tabs."""
+    speakers = list(speakers)
+    for speaker in speakers:
+        if not str(speaker).strip() or any(c in str(speaker) for c in "\t\n\r"):
+            raise DataError(f"{path}: speaker id {speaker!r} is empty or holds a tab or line break")
+    write_labels(path, [str(s).strip() for s in speakers])
 
 
 def read_label_dict(path: str) -> List[str]:

@@ -17,11 +17,14 @@ Layout of ``OUT_DIR``::
     fold1/{train,valid,test}.tsv   manifests (root line, relpath<TAB>num_samples)
     fold1/{train,valid,test}.emo   line-aligned labels
     fold1/dict.emo.txt             classes in index order, with training counts
+    fold1/{train,valid,test}.spk   line-aligned speakers (when every utterance has one)
+    official/test2.{tsv,emo,spk}   a further scored split, when the corpus has one (MSP-Podcast's Test2)
     ...
     excluded.tsv                   files left out, with the reason
     audio_cache/                   converted audio (default place)
 """
 
+import contextlib
 import logging
 import os
 import re
@@ -36,7 +39,8 @@ from ..errors import AudioError, DataError
 from ..fileio import atomic_open
 from .audio_cache import AudioCheck, inspect_audio
 from .splits import SpeakerRule, carve_valid, speaker_groups, stratified_folds
-from .manifest import DEFAULT_LABEL_EXT, dict_path, write_label_dict, write_split
+from .manifest import (DEFAULT_LABEL_EXT, dict_path, speaker_path, write_label_dict, write_speakers,
+                       write_split)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +83,7 @@ class Listing:
     class_names: List[str]                               # class index order
     excluded: List[Exclusion] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)    # source labels outside the label map
+    notes: List[str] = field(default_factory=list)       # lines for the summary (filters, partitions found)
 
 
 @dataclass
@@ -89,9 +94,14 @@ class FoldAssignment:
     train: List[Utterance]
     valid: List[Utterance]
     test: List[Utterance]
+    # further scored splits written beside test, e.g. MSP-Podcast's test2
+    extra: Dict[str, List[Utterance]] = field(default_factory=dict)
 
     def split(self, name: str) -> List[Utterance]:
-        return getattr(self, name)
+        return self.extra[name] if name in self.extra else getattr(self, name)
+
+    def split_names(self) -> List[str]:
+        return list(SPLITS) + list(self.extra)
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,7 @@ class PrepareResult:
     dropped: Counter
     converted: int
     cache_dir: str
+    notes: List[str] = field(default_factory=list)
 
 
 # --- labels -------------------------------------------------------------------
@@ -247,10 +258,10 @@ def prepare(listing: Listing, out_dir: str, make_folds: Callable[[List[Utterance
     for fold in folds:
         write_fold(out_dir, listing.root, fold, listing.class_names, ext)
     _remove_stale_folds(out_dir, {f.name for f in folds})
-    counts = {f.name: {s: Counter(u.label for u in f.split(s)) for s in SPLITS} for f in folds}
+    counts = {f.name: {s: Counter(u.label for u in f.split(s)) for s in f.split_names()} for f in folds}
     converted = len({u.path for u in kept if u.audio != u.path})
     return PrepareResult(out_dir, list(listing.class_names), counts, excluded,
-                         listing.dropped, converted, cache_dir)
+                         listing.dropped, converted, cache_dir, list(listing.notes))
 
 
 def check_assignment(fold: FoldAssignment, class_names: Sequence[str]) -> None:
@@ -259,7 +270,7 @@ def check_assignment(fold: FoldAssignment, class_names: Sequence[str]) -> None:
         if not fold.split(split):
             raise DataError(f"{fold.name}: the {split} split would be empty "
                             f"(too few utterances or speakers for this protocol)")
-    unknown = {u.label for u in fold.train + fold.valid + fold.test} - set(class_names)
+    unknown = {u.label for s in fold.split_names() for u in fold.split(s)} - set(class_names)
     if unknown:
         raise DataError(f"{fold.name}: labels {sorted(unknown)} are not among the classes {list(class_names)}")
 
@@ -268,19 +279,35 @@ def write_fold(out_dir: str, root: str, fold: FoldAssignment, class_names: Seque
                ext: str = DEFAULT_LABEL_EXT) -> None:
     """Write one fold into a temporary folder, then rename it to ``out_dir/<fold.name>``."""
     check_assignment(fold, class_names)
-    final = os.path.join(out_dir, fold.name)
-    tmp = tempfile.mkdtemp(dir=out_dir, prefix=f".{fold.name}.", suffix=".tmp")
+    with folder_in_place(os.path.join(out_dir, fold.name)) as tmp:
+        write_label_dict(dict_path(tmp, ext), class_names, Counter(u.label for u in fold.train))
+        # speakers only when all are known: a partial .spk would read as a wrong speaker grouping
+        known = all(u.speaker is not None for s in fold.split_names() for u in fold.split(s))
+        for split in fold.split_names():
+            utterances = sorted(fold.split(split), key=lambda u: u.path)
+            if known:
+                write_speakers(speaker_path(tmp, split), [u.speaker for u in utterances])
+            write_split(tmp, split, root, [(_manifest_path(u.audio, root), u.num_samples, u.label)
+                                           for u in utterances], ext)
+
+
+@contextlib.contextmanager
+def folder_in_place(final: str):
+    """Yield a temporary folder beside ``final``; on success it replaces ``final`` (and what was there).
+
+    Fold folders (and the subset and adaptation folders built from them) are
+    written this way, so an interrupted writer never leaves one that looks complete.
+    """
+    parent, name = os.path.split(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a fold folder is not
-        write_label_dict(dict_path(tmp, ext), class_names, Counter(u.label for u in fold.train))
-        for split in SPLITS:
-            rows = [(_manifest_path(u.audio, root), u.num_samples, u.label)
-                    for u in sorted(fold.split(split), key=lambda u: u.path)]
-            write_split(tmp, split, root, rows, ext)
+        yield tmp
         if os.path.exists(final):
-            # move the old fold aside first: a rename cannot replace a non-empty folder
-            old = tempfile.mkdtemp(dir=out_dir, prefix=f".{fold.name}.", suffix=".old")
-            os.replace(final, os.path.join(old, fold.name))
+            # move the old folder aside first: a rename cannot replace a non-empty folder
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
+            os.replace(final, os.path.join(old, name))
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:

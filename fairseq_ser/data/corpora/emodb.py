@@ -15,9 +15,10 @@ from ...errors import DataError
 from ..audio_cache import AudioCheck
 from ..prepare import (Exclusion, Listing, PrepareResult, Utterance, ValidSpec, map_classes,
                        prepare, speaker_folds)
+from .vocabulary import ANG, BOR, DIS, FEA, HAP, NEU, SAD
 
 # emotion letter -> class name, in the order of the corpus documentation
-EMOTIONS = {"W": "ang", "L": "bor", "N": "neu", "F": "hap", "A": "fea", "T": "sad", "E": "dis"}
+EMOTIONS = {"W": ANG, "L": BOR, "N": NEU, "F": HAP, "A": FEA, "T": SAD, "E": DIS}
 DEFAULT_LABEL_MAP = {name: name for name in EMOTIONS.values()}
 _FILE_NAME = re.compile(r"^(\d\d)([a-z]\d\d)([WLNFATE])([a-z])\.wav$")
 

@@ -24,11 +24,13 @@ from ...errors import DataError
 from ..audio_cache import AudioCheck
 from ..prepare import (Exclusion, FoldAssignment, Listing, PrepareResult, Utterance, ValidSpec,
                        build_folds, map_classes, parse_label_map, prepare)
+from .vocabulary import ANG, DIS, EXC, FEA, FRU, HAP, NEU, OTH, SAD, SUR
 
 logger = logging.getLogger(__name__)
 
 SESSIONS = 5
-LABELS = ("neu", "hap", "exc", "ang", "sad", "fru", "sur", "fea", "dis", "oth", "xxx")
+# xxx (no majority among the annotators) is a source label only, never a class
+LABELS = (NEU, HAP, EXC, ANG, SAD, FRU, SUR, FEA, DIS, OTH, "xxx")
 # Class presets: 4 is the paper's protocol (happy merged with excited); 5
 # keeps frustration as a class; 6 is the other common IEMOCAP protocol.
 PRESETS = {

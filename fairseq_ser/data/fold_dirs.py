@@ -3,8 +3,13 @@
 A root holds one folder per fold (``fold1`` .. ``foldN``, or any names, taken
 in natural order: ``fold2`` before ``fold10``), each with ``{train,valid,test}.tsv``,
 ``{train,valid,test}.emo`` and ``dict.emo.txt`` as ``fairseq-ser prepare``
-writes them. Other folders (``audio_cache``) are passed over. A root that is
-itself a fold folder is one fold.
+writes them, optionally ``{split}.spk`` (speakers) and ``unlabelled.tsv``
+(audio for the label-free stages, as ``fairseq-ser subset`` writes it). Other
+folders (``audio_cache``) are passed over. A root that is itself a fold folder
+is one fold.
+
+It lives in the data layer because :mod:`.subsets` reads fold folders too;
+:mod:`fairseq_ser.experiments.fold_dirs` re-exports it for cross-validation.
 """
 
 import os
@@ -12,8 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import List
 
-from ..data.manifest import DEFAULT_LABEL_EXT, dict_path, label_path, load_split, manifest_path
 from ..errors import DataError
+from .manifest import (DEFAULT_LABEL_EXT, dict_path, label_path, load_split, manifest_path, read_manifest,
+                       read_speakers, unlabelled_path)
 
 SPLITS = ("train", "valid", "test")
 
@@ -58,7 +64,13 @@ def check_fold_dir(name: str, path: str, ext: str = DEFAULT_LABEL_EXT) -> FoldDi
             audio = data.manifest.audio_path(i)
             if not os.path.isfile(audio):
                 raise DataError(f"{data.manifest.path}:{i + 2}: audio file {audio} not found")
+        read_speakers(path, split, expected=len(data.manifest))   # checked when present
         sizes[split] = len(data.manifest)
+    if os.path.isfile(unlabelled_path(path)):
+        unlabelled = read_manifest(unlabelled_path(path))
+        for i in range(len(unlabelled)):
+            if not os.path.isfile(unlabelled.audio_path(i)):
+                raise DataError(f"{unlabelled.path}:{i + 2}: audio file {unlabelled.audio_path(i)} not found")
     return FoldDir(name, path, sizes, class_names)
 
 
