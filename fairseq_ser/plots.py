@@ -1,4 +1,4 @@
-"""Figures written next to evaluation results."""
+"""Figures written next to evaluation results: the confusion matrix, the low-resource curve."""
 
 from typing import Sequence
 
@@ -29,6 +29,39 @@ def save_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str,
         for p in range(n):
             ax.text(p, r, str(int(cm[r, p])), ha="center", va="center",
                     color="white" if recall[r, p] > 0.5 else "black")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def save_fraction_curve(fractions: Sequence[float], series: dict, path: str, ylabel: str = "UA (%)",
+                        title: str = "") -> None:
+    """A score against the labelled fraction: one line per method, error bars, a logarithmic x axis.
+
+    ``series``: method name -> (means, spreads), one value per fraction (a spread of None draws no bar).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.asarray(fractions, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    for i, (name, (means, spreads)) in enumerate(series.items()):
+        errors = None if spreads is None or any(s is None for s in spreads) else np.asarray(spreads, float)
+        # methods share the x values: a small offset per line keeps their error bars apart
+        shift = x * (1.0 + 0.02 * (i - (len(series) - 1) / 2))
+        ax.errorbar(shift, means, yerr=errors, marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(x, labels=[f"{100 * f:g} %" for f in x])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled training data (fraction of each fold's training set)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -11,6 +11,15 @@ run's checkpoint, log and predictions under OUT/<method>/<fold>/run<r>/.
 Rerunning the same command skips what is done and redoes what an
 interruption left unfinished.
 
+Low-resource experiments: --label-fractions 0.1,0.25,0.5,1 runs every method
+on nested labelled subsets of each fold (TAPT once per fold, P-TAPT stage 1 and
+after it and every V-FT run once per fold and fraction) and writes a table per
+metric (a column per fraction) and OUT/low_resource.png (UA against the
+fraction). --unlabelled PATH adds audio that only the label-free stages see.
+
+Cross-corpus: --also-test NAME=FOLDS_DIR also scores every run on all of
+another corpus (shared classes only) and adds a train x test corpus table.
+
 Overrides: KEY=VALUE goes to every fairseq-hydra-train stage (e.g.
 optimization.max_update=2000 distributed_training.distributed_world_size=8);
 STAGE:KEY=VALUE to one stage only, STAGE being vft, tapt, ptapt_stage1 or ptapt
@@ -50,12 +59,41 @@ def add_arguments(parser):
                         help="keep every checkpoint: each run's checkpoint_last.pt, the adaptation stages' "
                         "other checkpoints and P-TAPT's dumped frame features (default: keep only the "
                         "checkpoints later steps use and each run's checkpoint_best.pt)")
+    parser.add_argument("--label-fractions", type=_fractions, metavar="F,F,...",
+                        help="the low-resource curve: run every method at each fraction of the labelled "
+                        "training data, e.g. 0.1,0.25,0.5,1 (nested subsets of every fold, stratified by "
+                        "class and speaker; the label-free stages still see all the training audio; "
+                        "default: all the labels only)")
+    parser.add_argument("--unlabelled", action="append", default=[], metavar="PATH",
+                        help="extra unlabelled audio, repeatable (a folder searched for audio files, or a .tsv "
+                        "manifest), "
+                        "converted and checked like `prepare`'s: TAPT, P-TAPT's k-means and pseudo-labels "
+                        "and P-TAPT pretraining train on it besides the training audio; V-FT and P-TAPT "
+                        "stage 1 do not (files that are a fold's valid or test utterances are left out)")
+    parser.add_argument("--also-test", action="append", default=[], metavar="NAME=FOLDS_DIR",
+                        help="repeatable: also score every run's checkpoint on all of another corpus (the union "
+                        "of the test splits of its fold folders, as `prepare` writes them), on the classes it "
+                        "shares with the model only; adds a train corpus x test corpus table to results.md "
+                        "and results.json (e.g. emodb=manifests/emodb)")
     add_device_argument(parser, "each run's best checkpoint is scored",
                         "; training follows fairseq's common.cpu (pass common.cpu=true to train on the CPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while evaluating")
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                         help="Hydra overrides: KEY=VALUE for every training stage, STAGE:KEY=VALUE for one "
                         "(STAGE: vft, tapt, ptapt_stage1, ptapt)")
+
+
+def _fractions(text):
+    import argparse
+
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or any(not 0.0 < v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions in (0, 1], e.g. 0.1,0.25,0.5,1; "
+                                         f"got {text!r}")
+    return values
 
 
 def split_ks(items):
@@ -86,5 +124,6 @@ def run(args):
         overrides=Overrides.parse(args.overrides + more), ks=ks, seed=args.seed,
         config_dir=args.config_dir, keep_last=args.keep_last,
         progress=not args.no_progress, device=torch_device(args.device), report=say,
+        label_fractions=args.label_fractions, unlabelled=args.unlabelled, also_test=args.also_test,
     ).run()
     return 0

@@ -15,7 +15,26 @@ checkpoint with seeds ``seed``, ``seed + 1``, ..., and each run's
     <method>/<fold>/ptapt/                P-TAPT: checkpoint_last.pt, train.log, done.json
     <method>/<fold>/run<r>/               checkpoint_best.pt, train.log, done.json,
                                           eval-test/{predictions.tsv,metrics.json,confusion_matrix.png},
+                                          eval-<NAME>/ (--also-test: another corpus, shared classes),
                                           metrics.json (the run's result, written last)
+
+Unlabelled audio. The label-free stages (TAPT, the pseudo-labels with their
+k-means, P-TAPT pretraining) train on every training utterance of the fold,
+plus the fold's ``unlabelled.tsv`` when it has one (``fairseq-ser subset``
+writes it) and the extra audio of ``unlabelled`` (converted once into
+``unlabelled/``). Their manifest is then ``adaptation/<fold>/train.tsv``
+(:func:`fairseq_ser.data.unlabelled.write_adaptation_dir`: the fold's valid and
+test utterances are never in it); they validate on the fold's valid split as
+before. V-FT and P-TAPT stage 1 see the labelled training split only.
+
+The low-resource curve (``label_fractions``). ``subsets/<fraction>/<fold>/``
+holds nested labelled subsets of every fold (:mod:`fairseq_ser.data.subsets`).
+TAPT does not depend on the labels, so it runs once per fold
+(``tapt/<fold>/tapt/``); P-TAPT stage 1 and everything after it, and the V-FT
+runs, once per fold and fraction (``<method>/<fold>/<fraction>/...``). Each
+fraction's tables go to ``by_fraction/<fraction>/results.md`` (as above); the
+top-level ``results.md`` and ``results.json`` put the fractions side by side
+(:mod:`.low_resource`), and ``low_resource.png`` plots UA against the fraction.
 
 Resuming: a run is done when its ``metrics.json`` exists, a stage when its
 ``done.json`` does; anything else found is cleared and redone, so rerunning the
@@ -33,10 +52,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from ..data.fold_dirs import FoldDir, find_fold_dirs
+from ..data.manifest import read_manifest, unlabelled_path
 from ..errors import CheckpointError, DataError, SerError
 from ..fileio import atomic_open, read_json_or_none
+from . import low_resource
 from . import report as tables
-from .fold_dirs import FoldDir, find_fold_dirs
+from .cross_corpus import also_test_entry, parse_also_test, score_also_test
+from .low_resource import check_fractions, fraction_label
 from .overrides import Overrides
 from .stages import METHODS, Recipe, Report, execute, note_settings, parse_methods
 
@@ -44,6 +67,11 @@ logger = logging.getLogger(__name__)
 
 STAGE_CONFIGS = {"vft": ["vft"], "tapt": ["tapt", "vft"], "ptapt": ["ptapt_stage1", "ptapt", "vft"]}
 RESULT = "metrics.json"
+# folders under the output folder
+SUBSETS = "subsets"            # the labelled subsets of every fold (--label-fractions)
+FRACTIONS = "by_fraction"      # each fraction's own tables and confusion matrices
+UNLABELLED = "unlabelled"      # the extra unlabelled audio, converted (--unlabelled)
+ADAPTATION = "adaptation"      # per fold: the audio of the label-free stages, when it is more than train.tsv
 
 
 @dataclass
@@ -64,6 +92,9 @@ class CrossValidation:
     progress: bool = True
     device: Optional[str] = None        # where runs are scored (cpu, cuda, cuda:N); None: CUDA when available
     report: Report = logger.info        # progress lines
+    label_fractions: Optional[Sequence[float]] = None   # the low-resource curve: nested labelled subsets
+    unlabelled: Sequence[str] = ()      # extra unlabelled audio (folders or manifests) for the label-free stages
+    also_test: Sequence[str] = ()       # NAME=FOLDS_DIR: other corpora every run is also scored on
 
     def check(self) -> List[FoldDir]:
         """Every input, before anything runs; errors name the path or value."""
@@ -75,6 +106,14 @@ class CrossValidation:
             raise SerError(f"--runs must be at least 1, got {self.runs}")
         if not self.ks or any(k < 2 for k in self.ks):
             raise SerError(f"--ks: cluster sizes must be at least 2, got {list(self.ks)}")
+        if self.label_fractions:
+            self.label_fractions = check_fractions(self.label_fractions)
+        self.other_corpora = parse_also_test(self.also_test)
+        for name, folds_dir in self.other_corpora.items():
+            find_fold_dirs(folds_dir)   # checked before anything trains, like the corpus's own folds
+        for source in self.unlabelled:
+            if not os.path.exists(source):
+                raise DataError(f"{source}: unlabelled audio not found (a folder of audio files or a .tsv manifest)")
         for path in [self.w2v_path] + ([self.stage1_w2v_path] if self.stage1_w2v_path else []):
             if not os.path.isfile(path):
                 raise CheckpointError(f"{path}: checkpoint not found")
@@ -91,43 +130,151 @@ class CrossValidation:
         out = os.path.abspath(self.out_dir)
         recipe = Recipe(os.path.abspath(self.config_dir), os.path.abspath(self.w2v_path), self.overrides,
                         self.stage1_w2v_path and os.path.abspath(self.stage1_w2v_path), list(self.ks), self.seed)
-        total = len(self.methods) * len(folds) * self.runs
+        subsets = self.labelled_subsets(out, folds)   # subset name -> fold name -> FoldDir; {None: ...} without fractions
+        extra = self.extra_audio(out)
+        total = len(self.methods) * len(folds) * len(subsets) * self.runs
+        fractions = "" if None in subsets else f" at {len(subsets)} labelled fractions"
         self.report(f"== cv: {', '.join(METHODS[m] for m in self.methods)} on {len(folds)} folds "
-                    f"({', '.join(f.name for f in folds)}) x {self.runs} runs = {total} fine-tuning runs; "
-                    f"output: {out}")
-        start, done = time.time(), 0
-        records: Dict[str, Dict[str, List[Dict]]] = {}
+                    f"({', '.join(f.name for f in folds)}){fractions} x {self.runs} runs = {total} fine-tuning "
+                    f"runs; output: {out}")
+        start, count = time.time(), [0, total]
+        records: Dict[Optional[str], Dict[str, Dict[str, List[Dict]]]] = {name: {} for name in subsets}
         for method in self.methods:
-            records[method] = {}
             for fold in folds:
                 where = os.path.join(out, method, fold.name)
-                label = f"{method}/{fold.name}"
-                stages, w2v = recipe.adaptation(method, fold.path, where, label)
-                for stage in stages:
-                    execute(stage, keep_all=self.keep_last, report=self.report)
-                records[method][fold.name] = []
-                for r in range(1, self.runs + 1):
-                    done += 1
-                    record = self.fine_tune(recipe, method, fold, r, w2v, f"{done}/{total}")
-                    records[method][fold.name].append(record)
-        results = tables.aggregate(records, METHODS)
-        markdown = tables.write_report(out, results)
-        self.report(f"\n== cross-validation results ({time.time() - start:.0f} s)\n\n{markdown}\n\n"
-                    f"wrote {os.path.join(out, 'results.md')}, results.json and "
-                    "<method>/confusion_matrix.{txt,png}")
+                audio_dir = self.adaptation_audio(out, fold, extra)
+                w2v = recipe.w2v_path
+                if method == "tapt":   # label-free: once per fold, whatever the labelled fraction
+                    w2v = self.adapt(recipe, method, fold.path, where, f"{method}/{fold.name}", audio_dir)
+                for name, subset in subsets.items():
+                    labelled = subset[fold.name]
+                    sub_where = where if name is None else os.path.join(where, name)
+                    label = f"{method}/{fold.name}" + ("" if name is None else f"/{name}")
+                    if method == "ptapt":   # stage 1 learns from the labels: once per fold and fraction
+                        w2v = self.adapt(recipe, method, labelled.path, sub_where, label, audio_dir)
+                    records[name].setdefault(method, {})[fold.name] = [
+                        self.fine_tune(recipe, method, labelled, r, w2v, sub_where, label, count)
+                        for r in range(1, self.runs + 1)]
+        return self.write_results(out, records, time.time() - start)
+
+    def adapt(self, recipe: Recipe, method: str, fold_dir: str, directory: str, label: str,
+              audio_dir: str) -> str:
+        """Run the adaptation stages of ``method`` (those not done); return the checkpoint V-FT starts from."""
+        stages, w2v = recipe.adaptation(method, fold_dir, directory, label, audio_dir)
+        for stage in stages:
+            execute(stage, keep_all=self.keep_last, report=self.report)
+        return w2v
+
+    def labelled_subsets(self, out: str, folds: Sequence[FoldDir]) -> Dict[Optional[str], Dict[str, FoldDir]]:
+        """The fold folders V-FT trains on: the given ones, or one nested subset per labelled fraction."""
+        if not self.label_fractions:
+            return {None: {f.name: f for f in folds}}
+        from ..data.subsets import write_subsets
+
+        fractions = self.label_fractions
+        self.report(f"== labelled subsets of every fold: {', '.join(fraction_label(f) for f in fractions)} "
+                    f"(nested, stratified by class and speaker, seed {self.seed})")
+        result = write_subsets(self.folds_root, os.path.join(out, SUBSETS), fractions=fractions, seed=self.seed,
+                               progress=self.progress)
+        self.fraction_of = dict(zip(result.names, fractions))
+        return {name: {f.name: f for f in find_fold_dirs(os.path.join(result.out_dir, name))}
+                for name in result.names}
+
+    def extra_audio(self, out: str) -> List[str]:
+        """The manifest of the extra unlabelled audio (converted and checked once), or none."""
+        if not self.unlabelled:
+            return []
+        from ..data.unlabelled import prepare_unlabelled
+
+        manifest = prepare_unlabelled(list(self.unlabelled), os.path.join(out, UNLABELLED),
+                                      progress=self.progress)
+        self.report(f"== extra unlabelled audio: {len(read_manifest(manifest))} files ({manifest}); "
+                    "TAPT, the pseudo-labels and P-TAPT use it, V-FT and P-TAPT stage 1 do not")
+        return [manifest]
+
+    def adaptation_audio(self, out: str, fold: FoldDir, extra: Sequence[str]) -> str:
+        """The folder of the label-free stages' audio: the fold itself, or every training utterance plus
+        the unlabelled audio (never the fold's valid or test utterances)."""
+        if not extra and not os.path.isfile(unlabelled_path(fold.path)):
+            return fold.path
+        from ..data.unlabelled import write_adaptation_dir
+
+        directory = os.path.join(out, ADAPTATION, fold.name)
+        audio = write_adaptation_dir(fold.path, directory, extra)
+        self.report(f"[{fold.name}] adaptation audio: {audio.describe()} ({directory})")
+        return directory
+
+    def score_other_corpora(self, stage, record: Dict) -> bool:
+        """Score the run's checkpoint on each --also-test corpus it has no score on; True if any was added."""
+        missing = [name for name in self.other_corpora if name not in record.get("also_test", {})]
+        for name in missing:
+            summary = _score_other(stage.path("checkpoint_best.pt"), self.other_corpora[name],
+                                   stage.path(f"eval-{name}"), self.progress, self.device)
+            record.setdefault("also_test", {})[name] = also_test_entry(summary)
+            self.report(f"[{stage.label}] {name} (shared classes {', '.join(summary['classes_shared'])}): "
+                        f"{_scores(summary)}")
+        return bool(missing)
+
+    def cross_corpus_section(self, per_method: Dict, results: Dict) -> str:
+        """With --also-test: the train x test corpus table, added to ``results``; its Markdown."""
+        if not self.other_corpora:
+            return ""
+        own = os.path.basename(os.path.normpath(os.path.abspath(self.folds_root)))
+        only = {m: {f: [dict(r, also_test={n: r["also_test"][n] for n in self.other_corpora}) for r in runs]
+                    for f, runs in folds.items()} for m, folds in per_method.items()}
+        results["cross_corpus"] = tables.cross_corpus(only, METHODS, own)
+        return tables.cross_corpus_tables(results["cross_corpus"])
+
+    def write_results(self, out: str, records: Dict, seconds: float) -> Dict:
+        """The tables (results.md, results.json), confusion matrices and, with fractions, the curve."""
+        if None in records:
+            results = tables.aggregate(records[None], METHODS)
+            cross = self.cross_corpus_section(records[None], results)
+            markdown = tables.write_report(out, results, appendix=cross)
+            markdown += "\n\n" + cross if cross else ""
+            self.report(f"\n== cross-validation results ({seconds:.0f} s)\n\n{markdown}\n\n"
+                        f"wrote {os.path.join(out, 'results.md')}, results.json and "
+                        "<method>/confusion_matrix.{txt,png}")
+            return results
+        by_fraction = {}
+        for name, per_method in records.items():
+            results = tables.aggregate(per_method, METHODS)
+            cross = self.cross_corpus_section(per_method, results)
+            tables.write_report(os.path.join(out, FRACTIONS, name), results, appendix=cross)
+            by_fraction[self.fraction_of[name]] = results
+        results = low_resource.curve(by_fraction)
+        markdown = low_resource.curve_markdown(results)
+        figure = low_resource.write_curve_figure(out, results)
+        results["subsets"] = {name: self.fraction_of[name] for name in records}
+        with atomic_open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
+            f.write("# Cross-validation results by labelled fraction\n\n" + markdown + "\n\n"
+                    f"Each fraction's own tables and confusion matrices: {FRACTIONS}/<fraction>/results.md. "
+                    f"The curve: {low_resource.FIGURE}.\n")
+        with atomic_open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+            json.dump(dict(results, by_fraction={name: by_fraction[self.fraction_of[name]] for name in records}),
+                      f, indent=2)
+        self.report(f"\n== cross-validation results by labelled fraction ({seconds:.0f} s)\n\n{markdown}\n\n"
+                    f"wrote {os.path.join(out, 'results.md')}, results.json, {figure} and "
+                    f"{FRACTIONS}/<fraction>/results.md")
         return results
 
-    def fine_tune(self, recipe: Recipe, method: str, fold: FoldDir, r: int, w2v: str, count: str) -> Dict:
+    def fine_tune(self, recipe: Recipe, method: str, fold: FoldDir, r: int, w2v: str, where: str, label: str,
+                  count: List[int]) -> Dict:
         """One V-FT run and its test scores: reused when its metrics.json is there."""
-        directory = os.path.join(os.path.abspath(self.out_dir), method, fold.name, f"run{r}")
+        count[0] += 1
+        progress = f"{count[0]}/{count[1]}"
+        directory = os.path.join(where, f"run{r}")
         seed = self.seed + r - 1
-        stage = recipe.finetune(fold.path, directory, w2v, seed, f"{method}/{fold.name}/run{r}")
+        stage = recipe.finetune(fold.path, directory, w2v, seed, f"{label}/run{r}")
         record = read_json_or_none(stage.path(RESULT))
         if record is not None:
-            self.report(f"[{stage.label}] skipped ({count}, done earlier): {_scores(record)}")
+            self.report(f"[{stage.label}] skipped ({progress}, done earlier): {_scores(record)}")
             note_settings(stage.label, record.get("settings"), stage.settings, self.report)
             if not self.keep_last and os.path.isfile(stage.path("checkpoint_last.pt")):
                 os.remove(stage.path("checkpoint_last.pt"))
+            if self.score_other_corpora(stage, record):   # an --also-test corpus added since
+                with atomic_open(stage.path(RESULT), "w", encoding="utf-8") as f:
+                    json.dump(record, f, indent=2)
             return record
         train_seconds = execute(stage, keep_all=self.keep_last, report=self.report) or 0.0
         t0 = time.time()
@@ -136,14 +283,24 @@ class CrossValidation:
         record = dict(summary, method=method, fold=fold.name, run=r, seed=seed,
                       path=os.path.relpath(directory, os.path.abspath(self.out_dir)),
                       train_seconds=train_seconds, eval_seconds=time.time() - t0, settings=stage.settings)
+        self.score_other_corpora(stage, record)
         with atomic_open(stage.path(RESULT), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
-        self.report(f"[{stage.label}] test ({count}): {_scores(record)} ({record['eval_seconds']:.0f} s)")
+        self.report(f"[{stage.label}] test ({progress}): {_scores(record)} ({record['eval_seconds']:.0f} s)")
         return record
 
 
 def _scores(record: Dict) -> str:
     return " | ".join(f"{label} {100 * record[key]:.1f}" for key, label in tables.METRICS)
+
+
+def _score_other(checkpoint: str, folds_dir: str, results_path: str, progress: bool, device: Optional[str]) -> Dict:
+    """All of another corpus, shared classes only (:func:`.cross_corpus.score_also_test`)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*weight_norm.*deprecated", category=FutureWarning)
+        return score_also_test(checkpoint, folds_dir, results_path, device, progress)
 
 
 def _evaluate(fold: FoldDir, checkpoint: str, results_path: str, progress: bool,

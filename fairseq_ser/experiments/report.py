@@ -100,11 +100,15 @@ def confusion_text(method: Dict, folds: int, runs: int) -> str:
             + metrics.format_report(summary))
 
 
-def write_report(out_dir: str, results: Dict) -> str:
-    """Write results.md, results.json and each method's confusion_matrix.{txt,png}; return the tables."""
+def write_report(out_dir: str, results: Dict, appendix: str = "") -> str:
+    """Write results.md, results.json and each method's confusion_matrix.{txt,png}; return the tables.
+
+    ``appendix``: Markdown added to results.md after the tables (the cross-corpus table).
+    """
     folds, runs = len(results["folds"]), results["runs"]
     tables = tables_markdown(results)
-    parts = ["# Cross-validation results", "", tables, "", "## Confusion matrices, summed over folds and runs"]
+    parts = ["# Cross-validation results", "", tables] + (["", appendix] if appendix else []) + [
+        "", "## Confusion matrices, summed over folds and runs"]
     for method, m in results["methods"].items():
         text = confusion_text(m, folds, runs)
         with atomic_open(os.path.join(out_dir, method, "confusion_matrix.txt"), "w", encoding="utf-8") as f:
@@ -118,3 +122,73 @@ def write_report(out_dir: str, results: Dict) -> str:
     with atomic_open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
     return tables
+
+
+CROSS_CORPUS_PROTOCOL = ("each run's checkpoint on its fold's own test split, and on all of each other corpus "
+                         "(the union of its folds' test splits), scoring only utterances of the classes the "
+                         "model and that corpus share, argmax over those classes")
+
+
+def cross_corpus(records: Dict[str, Dict[str, List[Dict]]], names: Dict[str, str], train_corpus: str) -> Dict:
+    """The train corpus x test corpus table (``fairseq-ser cv --also-test``), as JSON.
+
+    ``records``: method -> fold -> run records, each with its own test scores
+    and ``also_test[NAME]`` (:func:`fairseq_ser.experiments.cross_corpus.also_test_entry`)
+    for every other corpus; ``names``: method -> display name. A row per method
+    trained on ``train_corpus``; a column for its own test split, then one
+    per other corpus. Cells, in %: ``mean`` and ``std`` (population) over every
+    run of every fold; ``num_utterances``, the distinct numbers scored per run.
+    """
+    flat = {m: [r for runs in folds.values() for r in runs] for m, folds in records.items()}
+    others: List[str] = []
+    for runs in flat.values():
+        for r in runs:
+            others += [n for n in r.get("also_test", {}) if n not in others]
+    if train_corpus in others:
+        raise SerError(f"--also-test {train_corpus}: the name of the cross-validated corpus itself; "
+                       "give the other corpus another name")
+    out = {"unit": "percent", "protocol": CROSS_CORPUS_PROTOCOL, "train_corpus": train_corpus,
+           "test_corpora": [train_corpus] + others, "methods": {}}
+    for method, runs in flat.items():
+        cells = {}
+        for test in out["test_corpora"]:
+            scored = []
+            for r in runs:
+                entry = r if test == train_corpus else r.get("also_test", {}).get(test)
+                if entry is None:
+                    raise SerError(f"{r.get('path', method)}: the run has no score on {test!r} (also_test)")
+                scored.append(entry)
+            cell = {"runs": len(scored), "num_utterances": sorted({e["num_utterances"] for e in scored})}
+            for key, _ in METRICS:
+                values = np.array([100.0 * e[key] for e in scored])
+                cell[key] = {"mean": float(values.mean()), "std": float(values.std())}
+            if test != train_corpus:
+                cell["num_dropped"] = sorted({e["num_dropped"] for e in scored})
+                cell["classes_shared"] = []
+                for e in scored:
+                    cell["classes_shared"] += [c for c in e["classes_shared"] if c not in cell["classes_shared"]]
+            cells[test] = cell
+        out["methods"][method] = {"name": names[method], "train_corpus": train_corpus, "cells": cells}
+    return out
+
+
+def cross_corpus_tables(cross: Dict) -> str:
+    """:func:`cross_corpus`'s table as Markdown: one table per metric, a row per method, a column per test corpus."""
+    train, tests = cross["train_corpus"], cross["test_corpora"]
+    first = next(iter(cross["methods"].values()))["cells"]
+    lines = ["## Cross-corpus: train corpus x test corpus", "",
+             f"Trained on {train}; scored {cross['protocol']}. In %, mean ± std over all runs and folds "
+             f"({first[train]['runs']} checkpoints per method).", ""]
+    for test in tests[1:]:
+        cell = first[test]
+        lines.append(f"- {test}: shared classes {', '.join(cell['classes_shared'])}; "
+                     f"{'/'.join(map(str, cell['num_utterances']))} utterances scored, "
+                     f"{'/'.join(map(str, cell['num_dropped']))} of other classes dropped")
+    header = [f"{train} (cv test)"] + tests[1:]
+    for key, label in METRICS:
+        lines += ["", f"### {label}", "", "| train \\ test | " + " | ".join(header) + " |",
+                  "| --- |" + " --- |" * len(tests)]
+        for m in cross["methods"].values():
+            cells = [f"{m['cells'][t][key]['mean']:.1f} ± {m['cells'][t][key]['std']:.1f}" for t in tests]
+            lines.append(f"| {m['name']} ({m['train_corpus']}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

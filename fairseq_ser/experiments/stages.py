@@ -207,13 +207,22 @@ class Recipe:
         settings = {"config": config, "start": start, "seed": seed, "overrides": overrides}
         return Stage(label, title, directory, argv, settings, outputs=outputs, disposable=disposable)
 
-    def adaptation(self, method: str, fold_dir: str, directory: str, label: str) -> Tuple[List[Stage], str]:
-        """The stages run once per fold before fine-tuning, and the checkpoint V-FT starts from."""
+    def adaptation(self, method: str, fold_dir: str, directory: str, label: str,
+                   audio_dir: Optional[str] = None) -> Tuple[List[Stage], str]:
+        """The stages run before fine-tuning, and the checkpoint V-FT starts from.
+
+        ``fold_dir`` holds the labelled data (P-TAPT stage 1 trains on it);
+        ``audio_dir`` the audio of the label-free stages (TAPT, the pseudo-labels
+        and P-TAPT pretraining): ``train.tsv`` and ``valid.tsv``, by default the
+        fold's own (see :mod:`fairseq_ser.data.unlabelled` for one that adds
+        unlabelled audio).
+        """
         if method == "vft":
             return [], self.w2v_path
+        audio_dir = audio_dir or fold_dir
         last = "checkpoint_last.pt"
         if method == "tapt":
-            tapt = self.train(f"{label}/tapt", "TAPT", "tapt", fold_dir, os.path.join(directory, "tapt"),
+            tapt = self.train(f"{label}/tapt", "TAPT", "tapt", audio_dir, os.path.join(directory, "tapt"),
                               self.w2v_path, self.seed, outputs=[last])
             return [tapt], tapt.path(last)
         stage1 = self.train(f"{label}/ptapt_stage1", "P-TAPT stage 1 (frame emotion model)", "ptapt_stage1",
@@ -222,13 +231,13 @@ class Recipe:
         labels_dir = os.path.join(directory, "pseudo_labels")
         ks = [str(k) for k in self.ks]
         # train and valid only: the adaptation never touches the test audio
-        argv = [*self.fairseq_ser, "pseudo-labels", "run", fold_dir, labels_dir, "--checkpoint",
+        argv = [*self.fairseq_ser, "pseudo-labels", "run", audio_dir, labels_dir, "--checkpoint",
                 stage1.path("checkpoint_best.pt"), "--ks", *ks, "--splits", "train", "valid", "--no-progress"]
         labels = Stage(f"{label}/pseudo_labels", f"pseudo-labels (K = {', '.join(ks)})", labels_dir, argv,
                        {"command": "pseudo-labels run", "ks": ks, "start": stage1.path("checkpoint_best.pt")},
                        log_name="pseudo_labels.log", outputs=[cluster_label_path("", "train", k) for k in ks],
                        disposable=["features"], resumable=True)
-        ptapt = self.train(f"{label}/ptapt", "P-TAPT (pseudo-label pretraining)", "ptapt", fold_dir,
+        ptapt = self.train(f"{label}/ptapt", "P-TAPT (pseudo-label pretraining)", "ptapt", audio_dir,
                            os.path.join(directory, "ptapt"), self.w2v_path, self.seed, outputs=[last],
                            extra=[f"task.label_dir={labels_dir}",
                                   "task.cluster_labels=[" + ",".join(cluster_ext(k) for k in ks) + "]"])
