@@ -16,7 +16,7 @@ $(VENV)/.deps: constraints.txt setup.py
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	# torch first and exactly pinned: anything looser lets pip fetch a multi-GB CUDA build
 	$(PIP) install torch==2.13.0
-	$(PIP) install -c constraints.txt fairseq-fixed==0.12.3.1 soundfile soxr faiss-cpu safetensors tensorboardX tqdm matplotlib pytest transformers
+	$(PIP) install -c constraints.txt fairseq-fixed==0.12.3.1 soundfile soxr faiss-cpu safetensors tensorboardX tqdm matplotlib pytest transformers onnx onnxruntime onnxscript
 	touch $@
 
 # The package itself, installed as a regular (non-editable) package so that

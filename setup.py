@@ -36,6 +36,9 @@ setup(
         # implementation (tests) and is the baseline of the inference benchmark
         "test": ["pytest", "transformers"],
         "bench": ["transformers"],
+        # `fairseq-ser export` (ONNX) and the fairseq-free predictor; the predictor
+        # itself needs only numpy, soundfile, soxr and onnxruntime
+        "onnx": ["onnx", "onnxruntime", "onnxscript"],
     },
     entry_points={"console_scripts": ["fairseq-ser = fairseq_ser.cli.main:main"]},
 )

@@ -10,7 +10,8 @@ registration happens on import only when fairseq is already loaded (the
 user-dir case); code that builds models calls :func:`register` first.
 
 ``from fairseq_ser import EmotionClassifier`` (prediction on audio arrays)
-imports torch and fairseq on first use only.
+imports torch and fairseq on first use only; ``OnnxEmotionClassifier`` (the
+same on an exported ONNX model) needs neither, only onnxruntime.
 """
 
 import importlib
@@ -21,9 +22,10 @@ __version__ = "0.1.0"
 # public names loaded on first access, so that importing the package stays light
 _LAZY = {
     "EmotionClassifier": "inference",
-    "Prediction": "inference",
-    "WindowPrediction": "inference",
-    "Windowing": "inference",
+    "OnnxEmotionClassifier": "onnx_predictor",
+    "Prediction": "windowing",
+    "WindowPrediction": "windowing",
+    "Windowing": "windowing",
 }
 
 

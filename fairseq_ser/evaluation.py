@@ -51,7 +51,7 @@ FIGURE = "confusion_matrix.png"
 CLASS_PROTOCOLS = ("all", "shared")
 
 
-class _ManifestAudio:
+class ManifestAudio:
     """The manifest's audio as a sequence, read one file at a time as the batcher asks for it."""
 
     def __init__(self, manifest: Manifest):
@@ -152,7 +152,7 @@ def evaluate(data_dir: str, checkpoint: str, subset: str = "test", results_path:
     refs = encode_labels([split.labels[i] for i in keep], class_names, labels_file)
 
     with tqdm(total=len(manifest), desc=f"evaluate {subset}", unit="utt", disable=not progress) as bar:
-        probs = clf.predict_proba(_ManifestAudio(manifest), lengths=[n for _, n in manifest.entries],
+        probs = clf.predict_proba(ManifestAudio(manifest), lengths=[n for _, n in manifest.entries],
                                   max_batch_samples=int(batch_seconds * SAMPLE_RATE), progress=bar.update)
     if classes == "shared":   # the model's distribution restricted to the shared classes
         probs = probs[:, [clf.class_names.index(n) for n in class_names]]

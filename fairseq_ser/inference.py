@@ -1,114 +1,41 @@
-"""Running a trained emotion classifier: loading its checkpoint and scoring audio.
+"""Running a trained emotion classifier with PyTorch: loading its checkpoint and scoring audio.
 
 A classifier checkpoint holds everything needed: the backbone's pretraining
 config (``w2v_args``), the head's config and the class names. Neither the
 original ``w2v_path`` nor the training manifests are read.
 
-Recordings longer than a window are cut into windows (:class:`Windowing`);
-a recording's probabilities are the duration-weighted mean of its windows'
-probabilities, and its label the most probable class of that mean.
+Reading, windowing, batching and combining window probabilities are shared
+with the ONNX predictor and live in :mod:`.windowing`; their names are
+importable from here too. Recordings longer than a window are cut into
+windows (:class:`Windowing`); a recording's probabilities are the
+duration-weighted mean of its windows' probabilities, and its label the most
+probable class of that mean.
 """
 
 import contextlib
-import logging
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from .data.audio import MIN_MODEL_SAMPLES, SAMPLE_RATE, to_mono_16k
-from .errors import AudioError, SerError
+from .errors import SerError
 from .models.checkpoint import load_trained
-
-logger = logging.getLogger(__name__)
+from .windowing import (Batches, Prediction, Span, WindowedClassifier, WindowPrediction,  # noqa: F401
+                        Windowing, length_batches, prepare_audio)
 
 CLASSIFIER_MODEL = "ser_wav2vec2_classifier"
 # autocast dtype of each --precision; fp32 runs without autocast
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-Span = Tuple[int, int]
 
-
-@dataclass
-class WindowPrediction:
-    """One window of a long recording: ``start`` and ``end`` in seconds."""
-
-    start: float
-    end: float
-    label: str
-    probabilities: Dict[str, float]
-
-
-@dataclass
-class Prediction:
-    """The emotion of one recording.
-
-    ``probabilities`` maps every class to its probability (they sum to 1);
-    ``windows`` lists the windows when the recording was cut into two or more.
-    """
-
-    label: str
-    probabilities: Dict[str, float]
-    duration: float
-    windows: List[WindowPrediction] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Windowing:
-    """How recordings are cut, in seconds.
-
-    Windows of ``window`` seconds start every ``hop`` seconds (default: the
-    window, i.e. no overlap); ``window=None`` scores every recording whole.
-    The last window ends at the end of the recording; if it is shorter than
-    ``min_window`` (default: half a window) and not the only one, it is
-    merged into the previous window, so windows are at most
-    ``window + min_window`` long. Recordings up to one window long are one
-    window.
-    """
-
-    window: Optional[float] = 10.0
-    hop: Optional[float] = None
-    min_window: Optional[float] = None
-
-    def __post_init__(self):
-        if self.window is not None and not self.window > 0:
-            raise ValueError(f"window length must be positive, got {self.window}")
-        if self.hop is not None and not (self.window is not None and 0 < self.hop <= self.window):
-            raise ValueError(f"hop must be positive and at most the window length, got {self.hop}")
-        if self.min_window is not None and not (self.window is not None and 0 <= self.min_window <= self.window):
-            raise ValueError(f"minimum window must be between 0 and the window length, got {self.min_window}")
-
-    def spans(self, num_samples: int, name: str = "audio") -> List[Span]:
-        """``[(start, end), ...]`` sample ranges of the windows of a 16 kHz recording."""
-        if num_samples < MIN_MODEL_SAMPLES:
-            raise AudioError(
-                f"{name}: {num_samples / SAMPLE_RATE:.3f} s of audio, shorter than the model's "
-                f"minimum of {MIN_MODEL_SAMPLES} samples ({1000 * MIN_MODEL_SAMPLES // SAMPLE_RATE} ms)")
-        window = None if self.window is None else int(round(self.window * SAMPLE_RATE))
-        if window is None or num_samples <= window:
-            return [(0, num_samples)]
-        hop = window if self.hop is None else max(1, int(round(self.hop * SAMPLE_RATE)))
-        min_window = window // 2 if self.min_window is None else int(round(self.min_window * SAMPLE_RATE))
-        min_window = max(min_window, MIN_MODEL_SAMPLES)
-        spans, start = [], 0
-        while True:
-            end = min(start + window, num_samples)
-            spans.append((start, end))
-            if end == num_samples:
-                break
-            start += hop
-        if len(spans) > 1 and spans[-1][1] - spans[-1][0] < min_window:
-            spans.pop()
-            spans[-1] = (spans[-1][0], num_samples)
-        return spans
-
-
-class EmotionClassifier:
+class EmotionClassifier(WindowedClassifier):
     """A fine-tuned ``ser_wav2vec2_classifier`` ready for inference.
 
     >>> clf = EmotionClassifier.from_checkpoint("checkpoint_best.pt")
     >>> clf.predict(wav, sample_rate).label
+
+    ``predict``, ``predict_batch``, ``predict_windows`` and ``predict_proba``
+    are :class:`.windowing.WindowedClassifier`'s.
     """
 
     def __init__(self, model, class_names: Sequence[str], device: torch.device, path: str = "",
@@ -137,111 +64,13 @@ class EmotionClassifier:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     @torch.inference_mode()
-    def predict_proba(self, waveforms: Sequence[np.ndarray], lengths: Optional[Sequence[int]] = None,
-                      max_batch_samples: int = 16000 * 160, progress=None,
-                      on_batches: Optional[Callable[["Batches"], None]] = None) -> np.ndarray:
-        """Class probabilities ``(N, num_classes)`` of 16 kHz mono float waveforms.
-
-        Utterances are sorted by length and batched up to ``max_batch_samples``
-        padded samples (:func:`length_batches`), so padding stays small; results
-        come back in input order. ``waveforms`` may be a lazy sequence (reading
-        files on access) when ``lengths`` gives the sample counts up front.
-        ``progress`` is called with the number of utterances done after each
-        batch; ``on_batches`` once with the :class:`Batches` before they run
-        (to count their padding).
-        """
-        if lengths is None:
-            lengths = [len(w) for w in waveforms]
-        out = np.zeros((len(lengths), len(self.class_names)), dtype=np.float32)
-        batches = length_batches(lengths, max_batch_samples)
-        if on_batches is not None:
-            on_batches(batches)
-        if batches:
-            logger.debug("%d utterances in %d batches, %.1f %% padding",
-                         len(lengths), len(batches), 100 * batches.padding)
-        for batch in batches:
-            wavs = [np.asarray(waveforms[i], dtype=np.float32) for i in batch]
-            lengths_b = [len(w) for w in wavs]
-            source = torch.zeros(len(batch), max(lengths_b))
-            padding = torch.ones(len(batch), max(lengths_b), dtype=torch.bool)
-            for row, wav in enumerate(wavs):
-                source[row, : len(wav)] = torch.from_numpy(wav)
-                padding[row, : len(wav)] = False
-            with self._autocast():
-                logits = self.model(source.to(self.device), padding_mask=padding.to(self.device))
-            out[batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-            if progress is not None:
-                progress(len(batch))
-        return out
-
-    def predict(self, wav: np.ndarray, sample_rate: int, windowing: Optional[Windowing] = None,
-                batch_seconds: float = 160.0) -> Prediction:
-        """The emotion of one recording: ``(samples,)`` or ``(samples, channels)`` audio at any rate."""
-        return self.predict_batch([wav], sample_rate, windowing, batch_seconds)[0]
-
-    def predict_batch(self, wavs: Sequence[np.ndarray], sample_rates: Union[int, Sequence[int]],
-                      windowing: Optional[Windowing] = None, batch_seconds: float = 160.0) -> List[Prediction]:
-        """:meth:`predict` for many recordings at once (one rate for all, or one each).
-
-        All windows of all recordings are batched together by length. A
-        recording shorter than the model's minimum (25 ms) raises
-        :class:`AudioError` naming its position.
-        """
-        rates = [sample_rates] * len(wavs) if np.isscalar(sample_rates) else list(sample_rates)
-        if len(rates) != len(wavs):
-            raise ValueError(f"{len(wavs)} recordings but {len(rates)} sample rates")
-        windowing = windowing or Windowing()
-        audio = [prepare_audio(w, r, f"input {i}") for i, (w, r) in enumerate(zip(wavs, rates))]
-        spans = [windowing.spans(len(a), f"input {i}") for i, a in enumerate(audio)]
-        return self.predict_windows(audio, spans, int(batch_seconds * SAMPLE_RATE))
-
-    def predict_windows(self, audio: Sequence[np.ndarray], spans: Sequence[Sequence[Span]],
-                        max_batch_samples: int, progress=None,
-                        on_batches: Optional[Callable[["Batches"], None]] = None) -> List[Prediction]:
-        """Predictions of 16 kHz mono recordings cut at ``spans`` (from :meth:`Windowing.spans`).
-
-        ``progress`` and ``on_batches`` are passed to :meth:`predict_proba`.
-        """
-        pieces = [wav[s:e] for wav, sp in zip(audio, spans) for s, e in sp]
-        probs = self.predict_proba(pieces, max_batch_samples=max_batch_samples, progress=progress,
-                                   on_batches=on_batches)
-        results, k = [], 0
-        for wav, sp in zip(audio, spans):
-            results.append(self._aggregate(probs[k:k + len(sp)], sp, len(wav)))
-            k += len(sp)
-        return results
-
-    def _aggregate(self, probs: np.ndarray, spans: Sequence[Span], num_samples: int) -> Prediction:
-        weights = np.array([e - s for s, e in spans], dtype=np.float64)
-        mean = (weights[:, None] * probs.astype(np.float64)).sum(0) / weights.sum()
-        windows = []
-        if len(spans) > 1:
-            windows = [WindowPrediction(s / SAMPLE_RATE, e / SAMPLE_RATE, self.class_names[int(p.argmax())],
-                                        self._named(p)) for (s, e), p in zip(spans, probs)]
-        return Prediction(self.class_names[int(mean.argmax())], self._named(mean),
-                          num_samples / SAMPLE_RATE, windows)
-
-    def _named(self, probs) -> Dict[str, float]:
-        return {name: float(p) for name, p in zip(self.class_names, probs)}
-
-
-def prepare_audio(wav: np.ndarray, sample_rate: int, name: str) -> np.ndarray:
-    """``wav`` as 16 kHz mono float32; AudioError naming ``name`` for unusable audio."""
-    if not (isinstance(sample_rate, (int, float, np.number)) and sample_rate > 0
-            and float(sample_rate).is_integer()):
-        raise AudioError(f"{name}: sample rate must be a positive whole number of Hz, got {sample_rate!r}")
-    wav = np.asarray(wav)
-    if np.issubdtype(wav.dtype, np.signedinteger):  # PCM samples: scale to [-1, 1) as soundfile does
-        wav = wav.astype(np.float32) / -np.iinfo(wav.dtype).min
-    if wav.size == 0:
-        raise AudioError(f"{name}: audio holds no samples")
-    try:
-        wav = to_mono_16k(wav, int(sample_rate))
-    except AudioError as e:
-        raise AudioError(f"{name}: {e}")
-    if not np.isfinite(wav).all():
-        raise AudioError(f"{name}: audio holds NaN or infinite samples")
-    return wav
+    def batch_probabilities(self, source: np.ndarray, padding_mask: np.ndarray) -> np.ndarray:
+        """``(B, num_classes)`` probabilities of a padded batch (True in ``padding_mask`` marks padding)."""
+        source_t = torch.from_numpy(source).to(self.device)
+        padding_t = torch.from_numpy(padding_mask).to(self.device)
+        with self._autocast():
+            logits = self.model(source_t, padding_mask=padding_t)
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -262,51 +91,3 @@ def resolve_device(device: Optional[str]) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SerError(f"device {device!r}: CUDA is not available here")
     return dev
-
-
-@dataclass
-class Batches:
-    """Utterance indices grouped into batches, and the padding they cost."""
-
-    indices: List[List[int]] = field(default_factory=list)
-    valid_samples: int = 0  # samples of the utterances themselves
-    padded_samples: int = 0  # batch size x longest utterance, summed over the batches
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    @property
-    def padding(self) -> float:
-        """Fraction of the padded samples that are padding."""
-        return 1.0 - self.valid_samples / self.padded_samples if self.padded_samples else 0.0
-
-    def add(self, batch: List[int], longest: int, total: int) -> None:
-        self.indices.append(batch)
-        self.valid_samples += total
-        self.padded_samples += len(batch) * longest
-
-
-def length_batches(lengths: Sequence[int], max_batch_samples: int, max_padding: float = 0.2) -> Batches:
-    """Indices grouped by similar length, each group at most ``max_batch_samples`` once padded.
-
-    A group is also closed before an utterance that would make more than
-    ``max_padding`` of its padded samples padding (a jump in length), so
-    padding stays small when lengths are spread out.
-    """
-    order = np.argsort(lengths, kind="stable")
-    batches, current, longest, total = Batches(), [], 0, 0
-    for i in order:
-        n = int(lengths[i])
-        padded = max(longest, n) * (len(current) + 1)
-        if current and (padded > max_batch_samples or padded - total - n > max_padding * padded):
-            batches.add(current, longest, total)
-            current, longest, total = [], 0, 0
-        current.append(int(i))
-        longest = max(longest, n)
-        total += n
-    if current:
-        batches.add(current, longest, total)
-    return batches

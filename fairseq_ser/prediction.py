@@ -5,6 +5,11 @@ windows of all files of a chunk are scored together in length-sorted batches,
 and each file's result is written before the next chunk is read, so memory
 does not grow with the number of files. A file that cannot be used (missing,
 unreadable, empty, shorter than 25 ms) gets an error entry and the others go on.
+
+Any :class:`.windowing.WindowedClassifier` scores the files: the PyTorch
+:class:`.inference.EmotionClassifier` or the ONNX
+:class:`.onnx_predictor.OnnxEmotionClassifier`. This module imports neither, so
+the ONNX path runs without torch.
 """
 
 import csv
@@ -17,7 +22,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence
 from .data.audio import SAMPLE_RATE, read_audio
 from .errors import AudioError, DataError
 from .fileio import atomic_open
-from .inference import Batches, EmotionClassifier, Prediction, Windowing, prepare_audio
+from .windowing import Batches, Prediction, WindowedClassifier, Windowing, prepare_audio
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +55,7 @@ class PredictionStats:
         return 1.0 - self.valid_samples / self.padded_samples if self.padded_samples else 0.0
 
     def count_batches(self, batches: Batches) -> None:
-        """Add the windows and samples of ``batches`` (``EmotionClassifier``'s ``on_batches``)."""
+        """Add the windows and samples of ``batches`` (a classifier's ``on_batches``)."""
         self.windows += sum(len(b) for b in batches)
         self.valid_samples += batches.valid_samples
         self.padded_samples += batches.padded_samples
@@ -82,7 +87,7 @@ def find_audio(paths: Sequence[str], extensions: Sequence[str]) -> List[str]:
     return [f for f in files if not (f in seen or seen.add(f))]
 
 
-def predict_files(clf: EmotionClassifier, files: Iterable[str], windowing: Windowing,
+def predict_files(clf: WindowedClassifier, files: Iterable[str], windowing: Windowing,
                   batch_seconds: float = 160.0, chunk_seconds: float = 600.0,
                   stats: Optional[PredictionStats] = None) -> Iterator[FileResult]:
     """One :class:`FileResult` per file, in order, scoring about ``chunk_seconds`` of audio at a time."""

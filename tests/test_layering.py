@@ -19,8 +19,8 @@ LAYERS = {
     "data": 1,
     "tasks": 2, "models": 2, "optim": 2,
     "criterions": 3,
-    "clustering": 4, "inference": 4,
-    "evaluation": 5, "prediction": 5,
+    "clustering": 4, "inference": 4, "windowing": 4, "onnx_predictor": 4,
+    "evaluation": 5, "prediction": 5, "onnx_export": 5,
     "experiments": 6,
     "cli": 7,
 }

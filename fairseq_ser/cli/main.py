@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "prepare": ("fairseq_ser.cli.prepare", "write fold manifests and labels for a corpus"),
     "evaluate": ("fairseq_ser.cli.evaluate", "score a trained classifier on a manifest split"),
     "predict": ("fairseq_ser.cli.predict", "predict the emotion of audio files with a trained classifier"),
+    "export": ("fairseq_ser.cli.export", "export a trained classifier to ONNX (verified against PyTorch; int8 optional)"),
     "synth": ("fairseq_ser.cli.synth", "generate the embedded synthetic emotional-speech corpus"),
     "demo": ("fairseq_ser.cli.demo", "run the end-to-end demo on the synthetic corpus"),
     "cv": ("fairseq_ser.cli.cv", "cross-validation of V-FT, TAPT, P-TAPT over folds and seeds: the paper's table"),

@@ -9,6 +9,11 @@ the file's probabilities are the duration-weighted mean of its windows'.
 Without --output one readable line per file goes to standard output. A file
 that cannot be used gets an error entry and the others go on; the exit status
 is 1 when every file failed.
+
+``--backend onnx --checkpoint MODEL.onnx`` runs a model written by
+``fairseq-ser export`` with onnxruntime instead of PyTorch: the same files,
+windows, batches and outputs, without importing torch or fairseq. Its
+windowing defaults are the ones stored at export.
 """
 
 import argparse
@@ -37,22 +42,49 @@ def _positive_seconds(text):
     return value
 
 
-def add_arguments(parser):
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
-                        help="emotion classifier checkpoint (e.g. checkpoints/vft/checkpoint_best.pt)")
-    parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="audio files, or folders searched recursively for --extensions")
-    parser.add_argument("-o", "--output", metavar="FILE",
-                        help="write the results to FILE: .jsonl (one JSON object per file) or .csv "
-                        "(a row per file and per window); default: a readable line per file on stdout")
-    parser.add_argument("--window-seconds", type=_seconds, metavar="S", default=10.0,
+def add_windowing_arguments(parser, default_note: str) -> None:
+    """--window-seconds, --hop-seconds, --min-window-seconds (read back by :func:`windowing_from_args`)."""
+    parser.add_argument("--window-seconds", type=_seconds, metavar="S",
                         help="score longer files in windows of this length; 0 scores every file whole "
-                        "(default: %(default)s)")
+                        f"(default: 10; {default_note})")
     parser.add_argument("--hop-seconds", type=_positive_seconds, metavar="S",
                         help="start a window every this many seconds (default: the window length, no overlap)")
     parser.add_argument("--min-window-seconds", type=_seconds, metavar="S",
                         help="a last window shorter than this joins the previous one "
                         "(default: half the window length)")
+
+
+def windowing_from_args(args, default=None):
+    """The Windowing the three options ask for; options not given keep ``default``'s (a Windowing;
+    None: the library's default). A window length given starts from that window's own defaults."""
+    from ..errors import SerError
+    from ..windowing import Windowing
+
+    default = default or Windowing()
+    given = args.window_seconds is not None
+    window = (args.window_seconds or None) if given else default.window
+    hop = args.hop_seconds if args.hop_seconds is not None else (None if given else default.hop)
+    min_window = args.min_window_seconds if args.min_window_seconds is not None else (
+        None if given else default.min_window)
+    try:
+        return Windowing(window, hop, min_window)
+    except ValueError as e:
+        raise SerError(f"--window-seconds / --hop-seconds / --min-window-seconds: {e}")
+
+
+def add_arguments(parser):
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+                        help="emotion classifier checkpoint (e.g. checkpoints/vft/checkpoint_best.pt), "
+                        "or with --backend onnx a model written by fairseq-ser export")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="torch: the checkpoint with PyTorch and fairseq; onnx: an exported .onnx model "
+                        "with onnxruntime, without torch or fairseq (default: %(default)s)")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="audio files, or folders searched recursively for --extensions")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write the results to FILE: .jsonl (one JSON object per file) or .csv "
+                        "(a row per file and per window); default: a readable line per file on stdout")
+    add_windowing_arguments(parser, "with --backend onnx, the model's stored default")
     parser.add_argument("--batch-seconds", type=_positive_seconds, metavar="S", default=160.0,
                         help="padded audio per batch in seconds (default: %(default)s)")
     parser.add_argument("--chunk-seconds", type=_seconds, metavar="S", default=600.0,
@@ -60,9 +92,11 @@ def add_arguments(parser):
                         "batched together (default: %(default)s)")
     parser.add_argument("--extensions", default=",".join(AUDIO_EXTENSIONS), metavar="EXT,...",
                         help="file extensions searched for in folders (default: %(default)s)")
-    add_device_argument(parser, "the classifier runs")
+    add_device_argument(parser, "the classifier runs", "; with --backend onnx, cuda uses onnxruntime's "
+                        "CUDA provider")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                        help="fp32, or autocast to bf16 / fp16 (fp16 on CUDA only) (default: %(default)s)")
+                        help="fp32, or autocast to bf16 / fp16 (fp16 on CUDA only); --backend torch only "
+                        "(default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
 
@@ -71,18 +105,13 @@ def run(args):
 
     from tqdm import tqdm
 
-    from ..errors import SerError
-    from ..inference import EmotionClassifier, Windowing
     from ..prediction import PredictionStats, find_audio, format_result, output_format, predict_files, write_results
 
-    try:
-        windowing = Windowing(args.window_seconds or None, args.hop_seconds, args.min_window_seconds)
-    except ValueError as e:
-        raise SerError(f"--window-seconds / --hop-seconds / --min-window-seconds: {e}")
+    windowing_from_args(args)  # bad window options fail before the model loads
     if args.output:
         output_format(args.output)
-    clf = EmotionClassifier.from_checkpoint(args.checkpoint, device=torch_device(args.device),
-                                            precision=args.precision)
+    clf = load_classifier(args)
+    windowing = windowing_from_args(args, clf.windowing)
     files = find_audio(args.paths, [e.strip() for e in args.extensions.split(",") if e.strip()])
 
     stats = PredictionStats()
@@ -102,3 +131,22 @@ def run(args):
           f"{100 * stats.padding:.1f} % padding" + (f"; wrote {args.output}" if args.output else ""),
           file=sys.stderr)
     return 0 if stats.files > stats.failed else 1
+
+
+def load_classifier(args):
+    """The classifier --backend names: PyTorch's EmotionClassifier or the ONNX one (which loads no torch)."""
+    from ..errors import SerError
+
+    if args.backend == "onnx":
+        if args.precision != "fp32":
+            raise SerError("--precision is for --backend torch; an int8 ONNX model is a file of its own "
+                           "(fairseq-ser export --quantize int8)")
+        from ..onnx_predictor import OnnxEmotionClassifier
+
+        return OnnxEmotionClassifier.from_file(args.checkpoint, device=torch_device(args.device))
+    if args.checkpoint.endswith(".onnx"):
+        raise SerError(f"{args.checkpoint}: an ONNX model; run it with --backend onnx")
+    from ..inference import EmotionClassifier
+
+    return EmotionClassifier.from_checkpoint(args.checkpoint, device=torch_device(args.device),
+                                             precision=args.precision)

@@ -85,7 +85,9 @@ def channel_mask(batch: int, channels: int, prob: float, span: int, min_masks: i
 def project_features(backbone, source: torch.Tensor, padding_mask: Optional[torch.Tensor]
                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """CNN, feature layer norm, projection and input dropout of ``backbone``; frame padding mask."""
-    padded = padding_mask is not None and bool(padding_mask.any())
+    # a traced graph (the ONNX export) must serve padded and unpadded batches alike: it always
+    # takes the padded path, which gives an unpadded batch the same outputs
+    padded = padding_mask is not None and (torch.jit.is_tracing() or bool(padding_mask.any()))
     with contextlib.ExitStack() if backbone.feature_grad_mult > 0 else torch.no_grad():
         if padded and _has_group_norm(backbone):
             features = _per_utterance_cnn(backbone, source, padding_mask)
