@@ -18,7 +18,7 @@ from fairseq_ser.clustering import dump as dump_mod
 from fairseq_ser.clustering import kmeans as kmeans_mod
 from fairseq_ser.clustering.dump import align_frames
 from fairseq_ser.clustering.features import Wav2Vec2LayerExtractor
-from fairseq_ser.data.frame_label_dataset import check_frame_labels
+from fairseq_ser.data.frame_labels import check_frame_labels
 from fairseq_ser.data.manifest import read_manifest, write_manifest
 from fairseq_ser.errors import CheckpointError, DataError
 from fairseq_ser.frames import num_frames as cnn_frames

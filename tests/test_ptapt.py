@@ -10,7 +10,8 @@ import torch
 import inprocess
 from builders import build_classifier, make_task, write_random_labels
 from commands import BF16, CPU_VFT, assert_finite_training, hydra_train, run_command
-from fairseq_ser.data.frame_label_dataset import FrameLabelDataset, read_frame_labels
+from fairseq_ser.data.frame_label_dataset import FrameLabelDataset
+from fairseq_ser.data.frame_labels import read_frame_labels
 from fairseq_ser.frames import STRIDE
 from fairseq_ser.frames import num_frames as cnn_frames
 from fairseq_ser.data.manifest import Manifest, read_manifest

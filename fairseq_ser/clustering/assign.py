@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..data.frame_label_dataset import check_frame_labels
+from ..data.frame_labels import check_frame_labels
 from ..data.manifest import cluster_ext, cluster_label_path, manifest_path, read_manifest
 from ..errors import DataError
 from ..fileio import atomic_open, read_json_or_none

@@ -15,7 +15,7 @@ One reader and one writer for each format, used by every other module:
 
 P-TAPT's pseudo-labels use the same layout with ``ext = km{K}`` (``{split}.km{K}``:
 one line of cluster ids per utterance, read and checked by
-:func:`~fairseq_ser.data.frame_label_dataset.read_frame_labels`; ``dict.km{K}.txt``),
+:func:`~fairseq_ser.data.frame_labels.read_frame_labels`; ``dict.km{K}.txt``),
 beside the k-means files they come from (``km{K}.centroids.npy``, ``km{K}.json``).
 The paths of all of them are built here.
 """

@@ -8,7 +8,8 @@ from fairseq.tasks import register_task
 from fairseq.tasks.audio_pretraining import AudioPretrainingConfig
 from omegaconf import II, MISSING
 
-from ..data.frame_label_dataset import FrameLabelDataset, read_frame_labels
+from ..data.frame_label_dataset import FrameLabelDataset
+from ..data.frame_labels import read_frame_labels
 from ..data.manifest import dict_path, label_path, manifest_path, read_label_dict, read_manifest
 from ..errors import DataError
 from .base import SerAudioTask

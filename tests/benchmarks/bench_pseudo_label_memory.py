@@ -78,7 +78,7 @@ def command_path():
 
 def check_labels(data: Path, labels: Path, ks, times: int, per_copy: int):
     """Label files match the manifest frame by frame; every repeat of an utterance is labelled like the first."""
-    from fairseq_ser.data.frame_label_dataset import check_frame_labels
+    from fairseq_ser.data.frame_labels import check_frame_labels
     from fairseq_ser.data.manifest import cluster_label_path, read_manifest
 
     manifest = read_manifest(str(data / "train.tsv"))
