@@ -18,6 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from ..errors import CheckpointError, preview
 from .checkpoint import is_wav2vec1, load_backbone, load_wav2vec1_or_2
+from .weights import check_weights_fit
 
 logger = logging.getLogger(__name__)
 
@@ -158,19 +159,5 @@ def load_backbone_weights(model, weights: Dict[str, torch.Tensor], path: str, ke
     if not keep_pretraining_modules:
         model.remove_pretraining_modules()
         weights = {k: v for k, v in weights.items() if not k.startswith(PRETRAINING_ONLY_PREFIXES)}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {preview(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {preview(unexpected)}")
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes: " + "; ".join(parts))
-    mismatched = [k for k in expected if tuple(expected[k].shape) != tuple(weights[k].shape)]
-    if mismatched:
-        k = mismatched[0]
-        raise CheckpointError(f"{path}: weight {k} has shape {tuple(weights[k].shape)}, "
-                              f"the model expects {tuple(expected[k].shape)}")
+    check_weights_fit(model.state_dict(), weights, path)
     model.load_state_dict(weights, strict=True)

@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Dict, Optional, Union
@@ -34,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..errors import CheckpointError, first_line
 from .safe_load import load_checkpoint_file
+from .weights import check_materialized, check_weights_fit, weights_on_meta
 
 # model name -> prefix of the wav2vec 2.0 weights inside that model's state dict
 BACKBONE_PREFIXES = {
@@ -80,13 +82,14 @@ class PretrainedWav2Vec1:
     source_model: str = "wav2vec"
 
 
-def read_checkpoint(path: str) -> Dict[str, Any]:
+def read_checkpoint(path: str, mmap: bool = False) -> Dict[str, Any]:
     """Load a fairseq checkpoint onto the CPU, legacy layouts included (or convert a HuggingFace folder).
 
     The file is read by :func:`.safe_load.load_checkpoint_file`: with
     ``weights_only`` unpickling and the classes released fairseq checkpoints
     pickle (legacy ``argparse.Namespace`` args, old meters, configs); anything
     else is refused unless the user opts in with ``FAIRSEQ_SER_TRUST_CHECKPOINTS=1``.
+    ``mmap``: its tensors are mapped from the file, not read (see there).
     """
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -98,7 +101,7 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
             return convert_hf_folder(path).state
         raise CheckpointError(f"{path}: is a folder, expected a fairseq checkpoint file (.pt) or a "
                               "HuggingFace wav2vec2 folder (config.json and model weights)")
-    state = load_checkpoint_file(path)
+    state = load_checkpoint_file(path, mmap=mmap)
     if "model" not in state:
         raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' weights in it)")
     return state
@@ -256,13 +259,19 @@ def load_trained(path: str, expected_model: str):
     registered dataclass, so fields added since keep their defaults) holds the
     backbone's config (``w2v_args``) and the class names. Returns the model on
     the CPU, in training mode as built; its config is ``model.cfg``.
+
+    Memory: the model is built without weights (:func:`.weights.weights_on_meta`)
+    and takes the stored tensors as its own (``assign``), so loading holds one
+    copy of the weights; an optimizer state in the file is never read
+    (:func:`_own_model_weights`).
     """
     import fairseq_ser
     from fairseq.dataclass.utils import merge_with_parent
     from fairseq.models import MODEL_DATACLASS_REGISTRY, MODEL_REGISTRY
 
+
     fairseq_ser.register()
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, mmap=True)
     name = stored_model_name(state, path)
     if name != expected_model:
         what, config = TRAINED_MODELS[expected_model]
@@ -272,12 +281,50 @@ def load_trained(path: str, expected_model: str):
     if not stored.get("class_names") or stored.get("w2v_args") is None:
         raise CheckpointError(f"{path}: {expected_model} checkpoint without its backbone config or class names")
     cfg = merge_with_parent(MODEL_DATACLASS_REGISTRY[expected_model](), stored, remove_missing=True)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), weights_on_meta():
         # fairseq's positional convolution uses torch's deprecated weight_norm
         warnings.filterwarnings("ignore", message=".*weight_norm.* is deprecated")
         model = MODEL_REGISTRY[expected_model].build_model(cfg, SimpleNamespace(class_names=list(cfg.class_names)))
-    try:
-        model.load_state_dict(state["model"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not match the stored config ({first_line(e)})")
+    weights = _own_model_weights(path, state)
+    del state  # the file's map, if any, goes with it
+    model.upgrade_state_dict(weights)  # as fairseq's BaseFairseqModel.load_state_dict does first
+    expected = model.state_dict()
+    check_weights_fit(expected, weights, path)
+    for key, value in weights.items():
+        # assign keeps a tensor's dtype: weights stored in fp16 (fairseq --fp16 saves the
+        # half-precision model) become the float32 the model is built in, as a copy would make them
+        if value.is_floating_point() and value.dtype != expected[key].dtype:
+            weights[key] = value.to(expected[key].dtype)
+    # torch's own load_state_dict: fairseq's override does not pass assign on
+    torch.nn.Module.load_state_dict(model, weights, strict=True, assign=True)
+    check_materialized(model, path)
     return model
+
+
+def _own_model_weights(path: str, state: Dict[str, Any]) -> Dict[str, Any]:
+    """The model weights of a checkpoint read with ``mmap``, in memory of their own.
+
+    Not the file's map: fairseq overwrites ``checkpoint_best.pt`` in place
+    (a copy), which would change or crash a model running on the mapped
+    weights. A file that holds nothing but the model is read again, whole (one
+    copy of the weights, no random ones beside them); from a training
+    checkpoint only the model's tensors are copied out of the map, so its
+    optimizer state is never read.
+    """
+    weights = state["model"]
+    if not zipfile.is_zipfile(path):
+        return dict(weights)  # a HuggingFace folder or a legacy-format file: read whole already
+    if _tensor_bytes(state) <= _tensor_bytes(weights):
+        return dict(read_checkpoint(path)["model"])
+    return {k: v.clone() for k, v in weights.items()}
+
+
+def _tensor_bytes(obj) -> int:
+    """Bytes of the tensors in nested dicts, lists and tuples."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0

@@ -42,7 +42,7 @@ def trust_requested() -> bool:
     return os.environ.get(TRUST_ENV, "").strip().lower() in _TRUE_VALUES
 
 
-def load_checkpoint_file(path: str) -> Dict[str, Any]:
+def load_checkpoint_file(path: str, mmap: bool = False) -> Dict[str, Any]:
     """``torch.load`` a user-supplied checkpoint file onto the CPU without running code from it.
 
     Loads with ``weights_only=True`` and the classes of :func:`allowed_globals`.
@@ -50,14 +50,21 @@ def load_checkpoint_file(path: str) -> Dict[str, Any]:
     naming it, the offending globals and the opt-in; with
     ``FAIRSEQ_SER_TRUST_CHECKPOINTS=1`` it is loaded with full unpickling
     instead, and a warning names the file.
+
+    ``mmap``: map the tensors of a zip-format file (what ``torch.save`` has
+    written since torch 1.6) instead of reading them, so that tensors nobody
+    touches (an optimizer state) take no memory, and a model can use the mapped
+    weights as they are; legacy files are read whole. What is unpickled is the
+    same either way.
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint not found" if not os.path.exists(path)
                               else f"{path}: not a file")
+    mmap = mmap and zipfile.is_zipfile(path)
     refused = None
     with torch.serialization.safe_globals(allowed_globals()):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as e:
             if not _is_torch_file(path):
                 raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_reason(e)})")
@@ -74,7 +81,7 @@ def load_checkpoint_file(path: str) -> Dict[str, Any]:
         logger.warning("%s: loading with full unpickling because %s is set (the file pickles %s); "
                        "this runs whatever code the file holds", path, TRUST_ENV, refused)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
         except Exception as e:
             raise CheckpointError(f"{path}: cannot load checkpoint ({_reason(e)})")
     if not isinstance(state, dict):

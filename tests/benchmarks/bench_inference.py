@@ -1,4 +1,4 @@
-"""Inference: ``fairseq-ser predict`` against transformers' ``Wav2Vec2ForSequenceClassification``.
+"""Inference: ``fairseq-ser predict`` (PyTorch, ONNX fp32, ONNX int8) against transformers.
 
 Both models have wav2vec2-base's shape and random weights (7 classes, EmoDB's):
 ours a ``ser_wav2vec2_classifier`` saved as fairseq-hydra-train saves one,
@@ -7,24 +7,34 @@ saved with ``save_pretrained``. Each side runs in its own process with the
 same number of threads (OMP_NUM_THREADS and torch.set_num_threads) on the same
 folder of EmoDB files, read with soundfile:
 
-- ours: the ``fairseq-ser predict --checkpoint CKPT FOLDER -o out.jsonl`` command itself
-  (length-sorted batches of at most 160 s of padded audio, the CNN run per
-  utterance, so that a prediction does not depend on its batch);
+- ours, PyTorch: the ``fairseq-ser predict --checkpoint CKPT FOLDER -o out.jsonl``
+  command itself (length-sorted batches of at most 160 s of padded audio;
+  on the CPU the CNN runs on each utterance's own samples, so a prediction
+  does not depend on its batch);
+- ours, ONNX fp32 and int8: ``fairseq-ser export CKPT model.onnx --quantize int8``
+  once (not timed), then ``fairseq-ser predict --backend onnx --checkpoint
+  model.onnx`` / ``model.int8.onnx`` with onnxruntime, the same batches;
 - transformers, one file at a time: the way its documentation prescribes for
   base-style models (group-norm CNN, no attention mask), where padding would
   change the outputs;
 - transformers, padded batches: length-sorted batches of the same 160 s
   budget, zero-padded by the feature extractor without an attention mask:
-  its fastest CPU use, though each output then depends on its batch.
+  each output then depends on its batch.
 
 Timed: the whole process (start-up, imports, model load, reading, inference,
 writing the results) and, inside it, the processing alone (reading, inference,
 writing; without start-up and model load). The sides run in turn, ``--repeats``
 times, and each side's fastest run is kept: on a shared machine, the run least
-disturbed by other work. Real-time factor here = seconds of
-audio per second of processing (higher is faster). Peak memory is each
-process's peak resident set (``wait4``). A first run on 3 files checks that
-every side returns one probability row per file over the 7 classes.
+disturbed by other work. Real-time factor here = seconds of audio per second
+of processing (higher is faster). Peak memory is each process's peak resident
+set (``wait4``). A first run on 3 files checks that every side returns one
+probability row per file over the 7 classes; the ONNX sides' largest
+probability difference from ours in PyTorch is shown beside them.
+
+``--profile`` instead times the parts of one forward pass (CNN, feature
+projection, positional convolution, attention, feed-forward, layer norms) of
+both models in this process, in turn, on a 2.5 s and an 8 s utterance and a
+padded batch: where the time goes.
 """
 
 import argparse
@@ -32,9 +42,11 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +63,8 @@ BATCH_SECONDS = 160.0  # fairseq-ser predict's default --batch-seconds, used for
 HF_MODES = ("single", "padded")
 HF_LABELS = {"single": "transformers, one file at a time",
              "padded": f"transformers, padded batches of {BATCH_SECONDS:.0f} s"}
+TORCH, ONNX_FP32, ONNX_INT8 = "fairseq-ser predict", "fairseq-ser predict, ONNX fp32", "fairseq-ser predict, ONNX int8"
+SUMMARY_KEYS = {TORCH: "torch", ONNX_FP32: "onnx_fp32", ONNX_INT8: "onnx_int8"}
 
 
 def pick_files(emodb, count):
@@ -76,7 +90,12 @@ def thread_env(threads):
     return env
 
 
-# ---------------------------------------------------------------- the two models
+def fairseq_ser_argv(*args):
+    exe = Path(sys.executable).with_name("fairseq-ser")
+    return ([exe] if exe.exists() else [sys.executable, "-m", "fairseq_ser.cli.main"]) + list(args)
+
+
+# ---------------------------------------------------------------- the models
 
 def make_our_checkpoint(path, class_names):
     from bench_batching import random_classifier, save_classifier
@@ -103,6 +122,27 @@ def make_hf_model(folder, num_labels):
     transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
                                           do_normalize=True, return_attention_mask=False).save_pretrained(folder)
     return sum(p.numel() for p in model.parameters())
+
+
+def export_onnx(ckpt, tmp, verify_folder, threads):
+    """``fairseq-ser export CKPT model.onnx --quantize int8``: ({side: model path}, what it printed),
+    or ({}, why not)."""
+    help_proc = subprocess.run([str(a) for a in fairseq_ser_argv("export", "--help")], capture_output=True,
+                               text=True, env=thread_env(threads))
+    if help_proc.returncode != 0:
+        return {}, "skipped: export command not available"
+    out = tmp / "model.onnx"
+    try:
+        wall, _, output = run_measured(fairseq_ser_argv("export", ckpt, out, "--quantize", "int8",
+                                                        "--verify-audio", verify_folder, "--no-progress"),
+                                       env=thread_env(threads))
+    except RuntimeError as e:
+        return {}, f"skipped: fairseq-ser export failed: {str(e).strip().splitlines()[-1]}"
+    int8 = out.with_name("model.int8.onnx")
+    if not (out.is_file() and int8.is_file()):
+        return {}, f"skipped: fairseq-ser export wrote no {out.name} and {int8.name}:\n{output[-1000:]}"
+    lines = [line for line in output.splitlines() if line.startswith("wrote ")]
+    return {ONNX_FP32: out, ONNX_INT8: int8}, f"exported in {wall:.0f} s: " + " / ".join(lines)
 
 
 # ---------------------------------------------------------------- the transformers worker (its own process)
@@ -178,12 +218,10 @@ def probability_matrix(rows, files, num_classes, side):
 PREDICT_LINE = re.compile(r"predicted (\d+) of (\d+) files.*?, ([\d.]+) s on ")
 
 
-def run_ours(ckpt, folder, out, threads):
+def run_ours(model, folder, out, threads, backend="torch"):
     """``fairseq-ser predict`` in its own process: (wall s, processing s, peak RSS, output rows)."""
-    exe = Path(sys.executable).with_name("fairseq-ser")
-    argv = ([exe] if exe.exists() else [sys.executable, "-m", "fairseq_ser.cli.main"])
-    argv += ["predict", "--checkpoint", ckpt, folder, "-o", out, "--device", "cpu",
-             "--batch-seconds", str(BATCH_SECONDS), "--no-progress"]
+    argv = fairseq_ser_argv("predict", "--backend", backend, "--checkpoint", model, folder, "-o", out,
+                            "--device", "cpu", "--batch-seconds", str(BATCH_SECONDS), "--no-progress")
     wall, rss, output = run_measured(argv, env=thread_env(threads))
     match = PREDICT_LINE.search(output)
     if match is None:
@@ -210,6 +248,209 @@ def copy_files(files, folder):
     return sorted(folder.glob("*.wav"))
 
 
+# ---------------------------------------------------------------- --profile: where the time goes
+
+# the parts of a forward pass: (ours: module paths under the classifier, transformers': under the model)
+PARTS = {
+    "CNN": (["backbone.feature_extractor"], ["wav2vec2.feature_extractor"]),
+    "feature projection": (["backbone.layer_norm", "backbone.post_extract_proj"], ["wav2vec2.feature_projection"]),
+    "positional conv": (["backbone.encoder.pos_conv"], ["wav2vec2.encoder.pos_conv_embed"]),
+    "attention": (["backbone.encoder.layers.*.self_attn"], ["wav2vec2.encoder.layers.*.attention"]),
+    "feed-forward": (["backbone.encoder.layers.*.fc1", "backbone.encoder.layers.*.fc2"],
+                     ["wav2vec2.encoder.layers.*.feed_forward"]),
+    "layer norms": (["backbone.encoder.layers.*.self_attn_layer_norm", "backbone.encoder.layers.*.final_layer_norm"],
+                    ["wav2vec2.encoder.layers.*.layer_norm", "wav2vec2.encoder.layers.*.final_layer_norm"]),
+}
+PROFILE_SHAPES = {"one 2.5 s utterance": [40000], "one 8 s utterance": [128000],
+                  "padded batch of 4 (2.1 to 2.6 s)": [33600, 36000, 38400, 41600]}
+
+
+class PartTimer:
+    """Seconds spent in modules, summed per part, with forward hooks (the CPU runs synchronously)."""
+
+    clock = time.perf_counter
+
+    def __init__(self, model, patterns):
+        self.seconds, self.handles, self.started = defaultdict(float), [], {}
+        for part, paths in patterns.items():
+            for name, module in model.named_modules():
+                if any(re.fullmatch(p.replace(".", r"\.").replace("*", r"\d+"), name) for p in paths):
+                    self.handles += [module.register_forward_pre_hook(self._pre),
+                                     module.register_forward_hook(self._post(part))]
+
+    def _pre(self, module, inputs):
+        self.started[id(module)] = PartTimer.clock()
+
+    def _post(self, part):
+        def hook(module, inputs, output):
+            self.seconds[part] += PartTimer.clock() - self.started.pop(id(module))
+        return hook
+
+
+def profile(args, class_names):
+    """Per-part times of one forward pass of each model, same inputs, in turn; the fastest of ``--repeats``.
+
+    On a padded batch ours also runs its GPU path on the CPU (the batched CNN
+    whose first group norm takes each utterance's valid frames only), to show
+    what running the CNN on each utterance's own samples saves there.
+    """
+    import torch
+    from bench_batching import random_classifier
+    from hf_transformers import import_transformers
+
+    import fairseq_ser.models.masked_encoder as masked_encoder
+
+    torch.set_num_threads(args.threads)
+    clock = PartTimer.clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    transformers = import_transformers()
+    ours = random_classifier(class_names).eval()
+    torch.manual_seed(0)
+    theirs = transformers.Wav2Vec2ForSequenceClassification(
+        transformers.Wav2Vec2Config(num_labels=len(class_names))).eval()
+    our_timer = PartTimer(ours, {k: v[0] for k, v in PARTS.items()})
+    their_timer = PartTimer(theirs, {k: v[1] for k, v in PARTS.items()})
+    cpu_cnn = masked_encoder._cnn_each_alone
+
+    def padded_cnn(implementation):
+        # a padded batch of ours runs its CNN through masked_encoder, timed here as a whole
+        def cnn(*a):
+            began = clock()
+            try:
+                return implementation(*a)
+            finally:
+                our_timer.seconds["padded CNN"] += clock() - began
+        return cnn
+
+    def run_ours(cnn):
+        def run(source, padding):
+            masked_encoder._cnn_each_alone = padded_cnn(cnn)
+            try:
+                ours(source, padding_mask=padding)
+            finally:
+                masked_encoder._cnn_each_alone = cpu_cnn
+        return run
+
+    print(f"attention: transformers {theirs.config._attn_implementation}; ours fairseq MultiheadAttention "
+          "(torch's multi_head_attention_forward)")
+    rng = np.random.default_rng(0)
+    for shape, lengths in PROFILE_SHAPES.items():
+        source = torch.zeros(len(lengths), max(lengths))
+        padding = torch.ones(len(lengths), max(lengths), dtype=torch.bool)
+        for i, n in enumerate(lengths):
+            source[i, :n] = torch.from_numpy(rng.standard_normal(n).astype(np.float32) * 0.1)
+            padding[i, :n] = False
+        padded = len(lengths) > 1
+        sides = {"ours": (our_timer, run_ours(cpu_cnn))}
+        if padded:
+            sides["ours, batched group norm"] = (our_timer, run_ours(masked_encoder._per_utterance_cnn))
+        # base: no attention mask, as transformers runs base-style models
+        sides["transformers"] = (their_timer, lambda source, padding: theirs(source))
+        runs = {side: [] for side in sides}
+        with torch.inference_mode():
+            for repeat in range(args.repeats + 1):  # the first round warms up
+                for side, (timer, run) in sides.items():
+                    timer.seconds.clear()
+                    began = clock()
+                    run(source, padding if padded else None)
+                    if repeat:
+                        seconds = dict(timer.seconds)
+                        if "padded CNN" in seconds:
+                            seconds["CNN"] = seconds.pop("padded CNN")
+                        runs[side].append({**seconds, "whole forward": clock() - began})
+        best = {side: {k: min(r.get(k, 0.0) for r in rs) for k in rs[0]} for side, rs in runs.items()}
+        rows = [[part, *(f"{1000 * best[side].get(part, 0):.0f}" for side in sides),
+                 f"{best['ours'].get(part, 0) / best['transformers'][part]:.2f}"]
+                for part in [*PARTS, "whole forward"]]
+        print_table(f"{shape}: ms ({args.clock} time) per forward pass, {args.threads} threads "
+                    f"(fastest of {args.repeats})",
+                    ["part", *sides, "ours / transformers"], rows)
+    print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 0
+
+
+# ---------------------------------------------------------------- --in-process: the models alone, by CPU time
+
+def in_process(args, sides, files, seconds, hf_dir):
+    """Each side's model on the same decoded audio in this process, in turn; the fastest of ``--repeats``.
+
+    Without process start-up, loading and file reading; with ``--clock cpu``
+    the time is this process's CPU time, which other work on a busy machine
+    disturbs far less than the wall clock (use ``--threads 1``: with more,
+    threads waiting for each other count as well).
+    """
+    import soundfile as sf
+    import torch
+    from hf_transformers import import_transformers
+
+    from fairseq_ser.inference import EmotionClassifier
+
+    torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    wavs = [sf.read(str(f), dtype="float32")[0] for f in files]
+    budget = int(BATCH_SECONDS * SAMPLE_RATE)
+    runners = {}
+    for name, model in sides.items():
+        if name == TORCH:
+            clf = EmotionClassifier.from_checkpoint(str(model), device="cpu")
+        else:
+            from fairseq_ser.onnx_predictor import OnnxEmotionClassifier
+
+            clf = OnnxEmotionClassifier.from_file(str(model), device="cpu", threads=args.threads)
+        runners[name] = lambda clf=clf: clf.predict_proba(wavs, max_batch_samples=budget)
+    transformers = import_transformers()
+    hf = transformers.Wav2Vec2ForSequenceClassification.from_pretrained(str(hf_dir)).eval()
+    extractor = transformers.Wav2Vec2FeatureExtractor.from_pretrained(str(hf_dir))
+
+    def run_hf(batches):
+        probs = np.zeros((len(wavs), hf.config.num_labels), dtype=np.float32)
+        with torch.inference_mode():
+            for batch in batches:
+                inputs = extractor([wavs[i] for i in batch], sampling_rate=SAMPLE_RATE, padding=True,
+                                   return_tensors="pt")
+                probs[batch] = torch.softmax(hf(**inputs).logits, dim=-1).numpy()
+        return probs
+
+    order = np.argsort([len(w) for w in wavs], kind="stable")
+    padded, current = [], []
+    for i in order:
+        if current and len(wavs[i]) * (len(current) + 1) > budget:
+            padded.append(current)
+            current = []
+        current.append(int(i))
+    padded.append(current)
+    batches = {"single": [[i] for i in range(len(wavs))], "padded": padded}
+    for mode in args.hf_modes:
+        runners[HF_LABELS[mode]] = lambda mode=mode: run_hf(batches[mode])
+    times, probs = {name: [] for name in runners}, {}
+    for repeat in range(args.repeats + 1):  # the first round warms up
+        for name, run in runners.items():
+            began = clock()
+            probs[name] = run()
+            if repeat:
+                times[name].append(clock() - began)
+                print(f"  {name}: {times[name][-1]:.1f} s", flush=True)
+    best = {name: min(t) for name, t in times.items()}
+    rows = []
+    for name, t in best.items():
+        diff = ""
+        if name in (ONNX_FP32, ONNX_INT8):
+            changed = int((probs[name].argmax(1) != probs[TORCH].argmax(1)).sum())
+            diff = f"{np.abs(probs[name] - probs[TORCH]).max():.1e} ({changed} of {len(files)} labels changed)"
+        rows.append([name, f"{t:.1f}", f"{seconds / t:.2f}", diff])
+    print_table(f"The models alone, in one process: {len(files)} EmoDB files ({seconds:.0f} s of audio), "
+                f"{args.threads} threads, {args.clock} time (fastest of {args.repeats})",
+                ["", "seconds", "real-time factor", "max abs difference from PyTorch"], rows)
+    print(f"\nload average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    summary = {f"speed_vs_hf_{mode}": best[HF_LABELS[mode]] / best[TORCH] for mode in args.hf_modes}
+    for name in (ONNX_FP32, ONNX_INT8):
+        if name in best:
+            summary[f"{SUMMARY_KEYS[name]}_speedup"] = best[TORCH] / best[name]
+    print_summary("inference_in_process", summary)
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=24,
@@ -218,11 +459,21 @@ def main(argv=None):
                         help="runs of each side, interleaved; the table shows each side's fastest "
                         "(default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
-                        help="8 files and one run of each side (about two minutes)")
+                        help="8 files and one run of each side (about three minutes)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="threads of both sides (default: all cores, %(default)s)")
+                        help="threads of every side (default: all cores, %(default)s)")
     parser.add_argument("--hf-modes", nargs="+", choices=HF_MODES, default=list(HF_MODES),
                         help="transformers runs: one file at a time, and/or padded batches (default: both)")
+    parser.add_argument("--no-onnx", action="store_true", help="leave out the ONNX fp32 and int8 sides")
+    parser.add_argument("--in-process", action="store_true",
+                        help="time each side's model alone on the decoded files in this process (no start-up, "
+                        "loading or reading; with --clock cpu, steady on a busy machine) instead of the commands")
+    parser.add_argument("--profile", action="store_true",
+                        help="time the parts of one forward pass of each model instead (CNN, attention, ...)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="--profile, --in-process: time by the wall clock, or by this process's CPU time "
+                        "(steadier on a busy machine; use --threads 1, or threads waiting for each other "
+                        "count too) (default: %(default)s)")
     parser.add_argument("--emodb", default=str(EMODB), help="EmoDB folder (with wav/) (default: %(default)s)")
     # the transformers side, run by this script in a child process
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -239,6 +490,7 @@ def main(argv=None):
 
     warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
     print(f"machine: {machine_description()}", flush=True)
+    print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     from hf_transformers import import_transformers
 
     transformers = import_transformers()
@@ -246,62 +498,95 @@ def main(argv=None):
         print("transformers is not installed (pip install -c constraints.txt '.[bench]'): nothing to compare")
         print_summary("inference", {"skipped": "no-transformers"})
         return 0
+    from bench_batching import EMODB_CLASSES
+
+    class_names = sorted(EMODB_CLASSES.values())
+    if args.profile:
+        return profile(args, class_names)
     if not (Path(args.emodb) / "wav").is_dir():
         print(f"EmoDB not found at {args.emodb}: nothing to predict")
         print_summary("inference", {"skipped": "no-emodb"})
         return 0
-    from bench_batching import EMODB_CLASSES
-
-    class_names = sorted(EMODB_CLASSES.values())
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
         tmp = Path(tmp)
-        ours_params = make_our_checkpoint(str(tmp / "ours.pt"), class_names)
+        ckpt = tmp / "ours.pt"
+        ours_params = make_our_checkpoint(str(ckpt), class_names)
         hf_params = make_hf_model(str(tmp / "hf"), len(class_names))
         print(f"parameters: ours {ours_params / 1e6:.1f} M, transformers {hf_params / 1e6:.1f} M; "
               f"transformers {transformers.__version__}; {args.threads} threads each", flush=True)
+        check_files = copy_files(pick_files(args.emodb, 3), tmp / "check")
+        onnx_models, onnx_note = ({}, "skipped: --no-onnx") if args.no_onnx else \
+            export_onnx(ckpt, tmp, tmp / "check", args.threads)
+        print(f"ONNX: {onnx_note}", flush=True)
+        if args.in_process:
+            files = copy_files(pick_files(args.emodb, args.files), tmp / "audio")
+            return in_process(args, {TORCH: ckpt, **onnx_models}, files, audio_seconds(files), tmp / "hf")
 
-        sides = {"fairseq-ser predict": None, **{HF_LABELS[m]: m for m in args.hf_modes}}
-
-        def run_side(mode, folder, out):
-            if mode is None:
-                return run_ours(str(tmp / "ours.pt"), str(folder), str(out), args.threads)
-            return run_hf(str(tmp / "hf"), str(folder), str(out), args.threads, mode)
+        sides = {TORCH: lambda folder, out: run_ours(ckpt, folder, out, args.threads)}
+        for name, model in onnx_models.items():
+            sides[name] = lambda folder, out, model=model: run_ours(model, folder, out, args.threads, "onnx")
+        for mode in args.hf_modes:
+            sides[HF_LABELS[mode]] = lambda folder, out, mode=mode: run_hf(tmp / "hf", folder, out,
+                                                                          args.threads, mode)
 
         # check run: 3 files, one probability row per file over the classes on every side
-        check_files = copy_files(pick_files(args.emodb, 3), tmp / "check")
-        for k, (name, mode) in enumerate(sides.items()):
-            probability_matrix(run_side(mode, tmp / "check", tmp / f"check_{k}.jsonl")[3], check_files,
-                               len(class_names), name)
+        for k, (name, run) in enumerate(sides.items()):
+            probability_matrix(run(tmp / "check", tmp / f"check_{k}.jsonl")[3], check_files, len(class_names), name)
 
         files = copy_files(pick_files(args.emodb, args.files), tmp / "audio")
         seconds = audio_seconds(files)
         print(f"{len(files)} EmoDB files, {seconds:.1f} s of audio; {args.repeats} run(s) of each side, "
               "in turn", flush=True)
         runs = {name: [] for name in sides}
+        probs = {}
         for repeat in range(args.repeats):
-            for k, (name, mode) in enumerate(sides.items()):
-                wall, proc, rss, rows = run_side(mode, tmp / "audio", tmp / f"out_{k}_{repeat}.jsonl")
-                probability_matrix(rows, files, len(class_names), name)
+            for k, (name, run) in enumerate(sides.items()):
+                wall, proc, rss, rows = run(tmp / "audio", tmp / f"out_{k}_{repeat}.jsonl")
+                probs[name] = probability_matrix(rows, files, len(class_names), name)
                 runs[name].append((wall, proc, rss))
+                print(f"  {name}: {proc:.1f} s processing, {wall:.1f} s in all, {gib(rss)}", flush=True)
         # the fastest run of each side (the one least disturbed by other work on the machine)
         results = {name: (min(r[0] for r in rs), min(r[1] for r in rs), max(r[2] for r in rs))
                    for name, rs in runs.items()}
-    ours = results["fairseq-ser predict"]
-    rows = [[name, f"{wall:.1f}", f"{proc:.1f}", f"{seconds / proc:.2f}", f"{seconds / wall:.2f}", gib(rss)]
-            for name, (wall, proc, rss) in results.items()]
+    differences = {}
+    for name in onnx_models:
+        diff = np.abs(probs[name] - probs[TORCH])
+        changed = int((probs[name].argmax(1) != probs[TORCH].argmax(1)).sum())
+        differences[name] = (float(diff.max()), changed)
+    rows = []
+    for name, (wall, proc, rss) in results.items():
+        diff = (f"{differences[name][0]:.1e} ({differences[name][1]} of {len(files)} labels changed)"
+                if name in differences else "")
+        rows.append([name, f"{wall:.1f}", f"{proc:.1f}", f"{seconds / proc:.2f}", f"{seconds / wall:.2f}", gib(rss),
+                     diff])
     print_table(f"Inference on {len(files)} EmoDB files ({seconds:.0f} s of audio), wav2vec2-base shape, "
                 f"{args.threads} threads",
                 ["", "process wall s", "processing s", "real-time factor (processing)",
-                 "real-time factor (whole process)", "peak RSS"], rows)
-    print(f"\ntotal {time.perf_counter() - start:.0f} s")
-    # every ratio is transformers / ours: above 1 favours fairseq-ser predict
+                 "real-time factor (whole process)", "peak RSS",
+                 "max abs difference from PyTorch (outputs rounded to 1e-6)"], rows)
+    if not onnx_models:
+        print(f"ONNX fp32 and int8: {onnx_note}")
+    print(f"\nload average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"total {time.perf_counter() - start:.0f} s")
+    # speed_ and wall_ ratios are the other side's time / ours in PyTorch, memory_ its peak RSS / ours:
+    # above 1 favours fairseq-ser predict; onnx_*_speedup is PyTorch's time / the ONNX side's
+    ours = results[TORCH]
     summary = {}
     for mode in args.hf_modes:
         wall, proc, rss = results[HF_LABELS[mode]]
         summary[f"speed_vs_hf_{mode}"] = proc / ours[1]
         summary[f"wall_vs_hf_{mode}"] = wall / ours[0]
         summary[f"memory_vs_hf_{mode}"] = rss / ours[2]
+    for name in onnx_models:
+        key = SUMMARY_KEYS[name]
+        summary[f"{key}_speedup"] = ours[1] / results[name][1]
+        summary[f"{key}_memory_vs_torch"] = results[name][2] / ours[2]
+        summary[f"{key}_max_diff"] = f"{differences[name][0]:.1e}"
+        for mode in args.hf_modes:
+            summary[f"{key}_speed_vs_hf_{mode}"] = results[HF_LABELS[mode]][1] / results[name][1]
+    if not onnx_models:
+        summary["onnx"] = "skipped"
     print_summary("inference", summary)
     return 0
 
