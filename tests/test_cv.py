@@ -21,7 +21,7 @@ from fairseq_ser.cli.main import main
 from fairseq_ser.errors import SerError
 from fairseq_ser.experiments import stages
 from fairseq_ser.experiments.overrides import Overrides
-from fairseq_ser.experiments.report import aggregate, tables_markdown
+from fairseq_ser.experiments.report import aggregate, tables_markdown, verdict_lines
 
 
 # CPU_VFT with fewer updates: every stage below trains, and there are 13 of them
@@ -221,3 +221,61 @@ def test_fold_and_run_spreads_follow_the_reference_definitions():
     runs["f2"][0]["confusion_matrix"] = [[3, 0], [1, 0]]
     cm = aggregate({"vft": runs}, {"vft": "V-FT"})["methods"]["vft"]["confusion_matrix"]
     assert cm["classes"] == ["a", "b"] and cm["matrix"] == [[3, 1], [0, 6]]
+
+
+NAMES = {"vft": "V-FT", "tapt": "TAPT + V-FT", "ptapt": "P-TAPT + V-FT"}
+
+
+def results_with(ua_per_run):
+    """aggregate()'s dict for method -> [UA of run 1, run 2, ...] (in %), the same on both folds."""
+    def record(ua, run):
+        return {"ua": ua / 100, "wa": ua / 100, "macro_f1": ua / 100, "run": run, "seed": run, "path": "",
+                "classes": ["a", "b"], "confusion_matrix": [[1, 0], [0, 1]]}
+
+    records = {m: {f: [record(ua, r) for r, ua in enumerate(values, start=1)] for f in ("f1", "f2")}
+               for m, values in ua_per_run.items()}
+    return aggregate(records, {m: NAMES[m] for m in records})
+
+
+def test_verdict_tells_differences_beyond_the_run_spread():
+    # V-FT 60 ± 1 (run-std 1), TAPT 61 ± 1: +1 < 2 x 1; P-TAPT 70 ± 2: +10 > 2 x 2, and +9 over TAPT
+    lines = verdict_lines(results_with({"vft": [59, 61], "tapt": [60, 62], "ptapt": [68, 72]}))
+    assert lines[0].startswith("Verdict (UA; a difference counts when it exceeds 2 x the larger run-std")
+    assert lines[1:] == [
+        "- TAPT + V-FT vs V-FT: +1.0 UA points, within the run-to-run spread (run-std 1.0): "
+        "not distinguishable at this size",
+        "- P-TAPT + V-FT vs V-FT: +10.0 UA points, beyond the run-to-run spread (run-std 2.0): "
+        "P-TAPT + V-FT is better at this size",
+        "- P-TAPT + V-FT vs TAPT + V-FT: +9.0 UA points, beyond the run-to-run spread (run-std 2.0): "
+        "P-TAPT + V-FT is better at this size"]
+
+
+def test_verdict_threshold_is_twice_the_larger_run_std_in_either_direction():
+    # V-FT 60 (run-std 2): +3.9 is within 2 x 2, +4.1 beyond; a worse method is named as such
+    below = verdict_lines(results_with({"vft": [58, 62], "tapt": [63.9, 63.9]}))
+    assert below[1].endswith("+3.9 UA points, within the run-to-run spread (run-std 2.0): "
+                             "not distinguishable at this size")
+    above = verdict_lines(results_with({"vft": [58, 62], "tapt": [64.1, 64.1]}))
+    assert above[1].endswith("+4.1 UA points, beyond the run-to-run spread (run-std 2.0): "
+                             "TAPT + V-FT is better at this size")
+    worse = verdict_lines(results_with({"vft": [69, 71], "tapt": [60, 62]}))  # -9 vs 2 x 1
+    assert worse[1] == ("- TAPT + V-FT vs V-FT: -9.0 UA points, beyond the run-to-run spread (run-std 1.0): "
+                        "V-FT is better at this size")
+    # another metric and factor
+    lines = verdict_lines(results_with({"vft": [59, 61], "tapt": [60, 62]}), key="macro_f1", factor=0.25)
+    assert "macro-F1" in lines[0] and "0.25 x" in lines[0] and "beyond" in lines[1]
+
+
+def test_verdict_with_one_run_says_the_spread_is_unknown():
+    lines = verdict_lines(results_with({"vft": [60], "tapt": [75], "ptapt": [61]}))
+    assert "spread is unknown" in lines[0]
+    assert lines[1:] == ["- TAPT + V-FT vs V-FT: +15.0 UA points, spread unknown: no verdict",
+                         "- P-TAPT + V-FT vs V-FT: +1.0 UA points, spread unknown: no verdict",
+                         "- P-TAPT + V-FT vs TAPT + V-FT: -14.0 UA points, spread unknown: no verdict"]
+    assert not any("distinguishable" in line or "better" in line for line in lines)
+
+
+def test_verdict_pairs():
+    assert verdict_lines(results_with({"vft": [60, 61]})) == []   # nothing to compare
+    lines = verdict_lines(results_with({"tapt": [60, 61], "ptapt": [70, 71]}))   # no V-FT: P-TAPT vs TAPT only
+    assert len(lines) == 2 and lines[1].startswith("- P-TAPT + V-FT vs TAPT + V-FT: +10.0")

@@ -115,7 +115,9 @@ def test_layout_and_metadata(corpus):
     for label in DEFAULT_CLASSES:
         assert len(os.listdir(out / label)) == SPEAKERS * PER_CLASS
     sexes = {row["speaker"]: row["sex"] for row in rows}
-    assert [sexes[f"spk{s:02d}"] for s in range(1, SPEAKERS + 1)] == ["m", "f"] * (SPEAKERS // 2)
+    # Thue-Morse order (m f f m f m m f ...): every round-robin split into 2 or 4 folds holds both sexes
+    thue_morse = ["m" if bin(i).count("1") % 2 == 0 else "f" for i in range(SPEAKERS)]
+    assert [sexes[f"spk{s:02d}"] for s in range(1, SPEAKERS + 1)] == thue_morse
     for row in rows:
         low, high = (0.85, 1.0) if row["sex"] == "m" else (1.05, 1.2)
         assert low <= row["formant_scale"] <= high

@@ -50,9 +50,15 @@ def add_arguments(parser):
                         help="k-means sizes of P-TAPT, scaled to the small corpus (the paper: "
                         "64,512,4096) (default: %(default)s)")
     parser.add_argument("--vft-epochs", type=int, default=6, help="V-FT epochs (default: %(default)s)")
-    parser.add_argument("--vft-lr", type=float, default=5e-4,
+    parser.add_argument("--vft-lr", type=float, default=2e-3,
                         help="V-FT learning rate; higher than the paper's 1e-4 because the "
                         "tiny model trains for minutes, not hours (default: %(default)s)")
+    parser.add_argument("--low-resource", action="store_true",
+                        help="run the low-resource curve instead of the plain table: every method at each "
+                        "of --fractions of the labelled training data (`cv --label-fractions`), into "
+                        "OUT/cv_low_resource; several times the plain demo's time (see the README)")
+    parser.add_argument("--fractions", default="0.25,0.5,1", metavar="F,F,...",
+                        help="labelled fractions of --low-resource (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the demo in OUT where it stopped (default: start afresh, "
                         "removing an earlier demo's OUT)")
@@ -75,7 +81,8 @@ def demo_overrides(args):
         "ptapt": ["dataset.max_tokens=400000", *adapt, *schedule],
         # 64 of wav2vec2-base's 768 channels is 4 of the tiny model's 48
         "vft": ["common.log_interval=10", "dataset.batch_size=8", f"optimization.max_epoch={args.vft_epochs}",
-                f"optimization.lr=[{args.vft_lr}]", "model.mask_channel_length=4"],
+                f"optimization.lr=[{args.vft_lr}]", "model.mask_channel_length=4",
+                "model.freeze_feature_encoder=false", "model.freeze_feature_projection=false"],
     }
     return CPU + [f"{stage}:{o}" for stage, items in scoped.items() for o in items]
 
@@ -120,12 +127,22 @@ def pretrain(args, out, config_dir):
     return os.path.join(directory, "checkpoint_last.pt")
 
 
+def _fractions(text):
+    from ..errors import SerError
+
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SerError(f"--fractions: expected comma-separated fractions such as 0.25,0.5,1, got {text!r}")
+
+
 def run(args):
     from ..data.corpora.custom import prepare_folder
     from ..data.synthetic import generate_corpus
     from ..errors import DataError
     from ..experiments.cv import CrossValidation
     from ..experiments.overrides import Overrides
+    from ..experiments.report import verdict_lines
     from ..experiments.stages import parse_methods
 
     from .cv import split_ks
@@ -137,7 +154,7 @@ def run(args):
     if not os.path.isfile(os.path.join(config_dir, "vft.yaml")):
         raise DataError(f"{config_dir}: no vft.yaml here; run the demo from the repository root "
                         "or pass --config-dir")
-    if not args.resume:
+    if not args.resume and not args.low_resource:   # the curve reuses a plain demo's corpus and pretraining
         fresh_start(out)
     t0 = time.time()
     say(f"== corpus: {args.speakers} synthetic speakers x 4 emotions x {args.per_class} utterances, "
@@ -157,10 +174,22 @@ def run(args):
 
     t = time.time()
     # scored on the CPU, where the demo trains (CPU's common.cpu=true)
-    CrossValidation(folds_root=os.path.join(out, "manifests"), w2v_path=w2v, out_dir=os.path.join(out, "cv"),
-                    methods=methods, runs=args.runs, overrides=Overrides.parse(demo_overrides(args)), ks=ks,
-                    config_dir=config_dir, progress=False, device="cpu", report=say).run()
+    fractions = _fractions(args.fractions) if args.low_resource else None
+    results = CrossValidation(folds_root=os.path.join(out, "manifests"), w2v_path=w2v,
+                              out_dir=os.path.join(out, "cv_low_resource" if fractions else "cv"), methods=methods,
+                              runs=args.runs, overrides=Overrides.parse(demo_overrides(args)), ks=ks,
+                              config_dir=config_dir, progress=False, device="cpu", report=say,
+                              label_fractions=fractions).run()
     timings["cv"] = time.time() - t
+    if fractions:   # a verdict per fraction
+        verdict = []
+        for name, fraction in results["subsets"].items():
+            lines = verdict_lines(results["by_fraction"][name])
+            verdict += [f"{100 * fraction:g} % of the labels:"] + ["  " + line for line in lines] if lines else []
+    else:
+        verdict = verdict_lines(results)
+    if verdict:
+        print("\n" + "\n".join(verdict))
     print("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
           + f"; total {time.time() - t0:.0f} s")
     return 0

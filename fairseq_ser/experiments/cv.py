@@ -246,13 +246,13 @@ class CrossValidation:
         markdown = low_resource.curve_markdown(results)
         figure = low_resource.write_curve_figure(out, results)
         results["subsets"] = {name: self.fraction_of[name] for name in records}
+        results["by_fraction"] = {name: by_fraction[self.fraction_of[name]] for name in records}
         with atomic_open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
             f.write("# Cross-validation results by labelled fraction\n\n" + markdown + "\n\n"
                     f"Each fraction's own tables and confusion matrices: {FRACTIONS}/<fraction>/results.md. "
                     f"The curve: {low_resource.FIGURE}.\n")
         with atomic_open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-            json.dump(dict(results, by_fraction={name: by_fraction[self.fraction_of[name]] for name in records}),
-                      f, indent=2)
+            json.dump(results, f, indent=2)
         self.report(f"\n== cross-validation results by labelled fraction ({seconds:.0f} s)\n\n{markdown}\n\n"
                     f"wrote {os.path.join(out, 'results.md')}, results.json, {figure} and "
                     f"{FRACTIONS}/<fraction>/results.md")

@@ -192,3 +192,57 @@ def cross_corpus_tables(cross: Dict) -> str:
             cells = [f"{m['cells'][t][key]['mean']:.1f} ± {m['cells'][t][key]['std']:.1f}" for t in tests]
             lines.append(f"| {m['name']} ({m['train_corpus']}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# How many times the larger run-std a difference must exceed to count (verdict_lines)
+SPREAD_FACTOR = 2.0
+
+
+def _compared_pairs(methods: Sequence[str]) -> List[tuple]:
+    """(first, second) pairs to compare: every method against V-FT, then P-TAPT against TAPT."""
+    pairs = [(m, "vft") for m in methods if m != "vft" and "vft" in methods]
+    if "tapt" in methods and "ptapt" in methods:
+        pairs.append(("ptapt", "tapt"))
+    return pairs
+
+
+def verdict_lines(results: Dict, key: str = "ua", factor: float = SPREAD_FACTOR) -> List[str]:
+    """In words, whether each method's mean score differs from V-FT's (and P-TAPT's from TAPT's) beyond the spread.
+
+    ``results``: :func:`aggregate`'s dict. The rule, a rule of thumb rather
+    than a significance test: the difference of the two methods' means
+    (over all folds and runs) counts when its size exceeds ``factor`` times
+    the larger of their ``run_std`` (the standard deviation across runs of
+    the fold-averaged score: how much a method moves when only the seed
+    changes; the folds are the same for every method, so their spread is
+    left out). With two runs, a run-std is half the gap between them. With
+    one run per fold there is no run-std, and the lines say the spread is
+    unknown. No pair to compare (one method): no lines.
+    """
+    methods, runs = results["methods"], results["runs"]
+    label = dict(METRICS)[key]
+    pairs = _compared_pairs(list(methods))
+    if not pairs:
+        return []
+    if runs > 1:
+        lines = [f"Verdict ({label}; a difference counts when it exceeds {factor:g} x the larger run-std "
+                 "of the two methods):"]
+    else:
+        lines = [f"Verdict ({label}): one run per fold, so the run-to-run spread is unknown; "
+                 "rerun with 2 or more runs to tell differences from seed noise:"]
+    for first, second in pairs:
+        a, b = methods[first], methods[second]
+        diff = a["average"][key]["mean"] - b["average"][key]["mean"]
+        text = f"- {a['name']} vs {b['name']}: {diff:+.1f} {label} points"
+        if runs <= 1:
+            lines.append(text + ", spread unknown: no verdict")
+            continue
+        spread = max(a["average"][key]["run_std"], b["average"][key]["run_std"])
+        if abs(diff) > factor * spread:
+            better = a["name"] if diff > 0 else b["name"]
+            lines.append(text + f", beyond the run-to-run spread (run-std {spread:.1f}): {better} is better "
+                         "at this size")
+        else:
+            lines.append(text + f", within the run-to-run spread (run-std {spread:.1f}): not distinguishable "
+                         "at this size")
+    return lines
