@@ -11,6 +11,12 @@ cv's table. Every stage runs the README's commands; logs and checkpoints go
 under OUT (OUT/cv is cv's output folder). Run it from the repository root (it
 reads config/).
 
+V-FT trains the tiny model's CNN and projection too, at lr 2e-3: its CNN is
+pretrained for minutes only, and frozen it leaves V-FT near 40 % UA (with it
+trained: 68.6 % UA over 2 folds x 2 runs). After cv's table the demo says in
+words whether each method's difference from V-FT exceeds 2 x the run-std.
+--low-resource runs cv --label-fractions (--fractions) on the same corpus.
+
 Sizing: 2 folds x 2 runs, 6 V-FT epochs, 80 updates of each adaptation
 stage (TAPT and P-TAPT warm up for a fifth of them, then hold and decay, the
 yaml's schedule in miniature). 2 folds are the fewest that still
