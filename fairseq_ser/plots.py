@@ -31,10 +31,7 @@ def save_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str,
                     color="white" if recall[r, p] > 0.5 else "black")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def save_fraction_curve(fractions: Sequence[float], series: dict, path: str, ylabel: str = "UA (%)",
@@ -64,6 +61,13 @@ def save_fraction_curve(fractions: Sequence[float], series: dict, path: str, yla
     ax.legend()
     if title:
         ax.set_title(title)
+    _save_png(fig, path)
+
+
+def _save_png(fig, path: str) -> None:
+    """Lay out ``fig``, write it to ``path`` as a PNG atomically, and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
