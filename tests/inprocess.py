@@ -258,10 +258,12 @@ _MODULES = {"fairseq_cli.hydra_train": "fairseq-hydra-train", "fairseq_ser.cli.m
 _RUNNERS = {"fairseq-hydra-train": hydra_train, "fairseq-ser": fairseq_ser}
 
 
-def run_logged(argv: Sequence[str], log_path: str, cwd: Optional[str] = None, *, report=None) -> float:
+def run_logged(argv: Sequence[str], log_path: str, cwd: Optional[str] = None, *, report=None,
+               env: Optional[dict] = None) -> float:
     """``fairseq_ser.experiments.stages.run_logged``, running the stage's command in this process.
 
-    Monkeypatch it over the real one. Same contract: the output goes to
+    Monkeypatch it over the real one. Same contract (but ``env`` is not applied: the
+    command runs in this process, which is not safe from several threads): the output goes to
     ``log_path`` after a ``$ argv`` line, the epoch summaries that
     ``stages.epoch_summary`` picks out of it go to ``report``, a failure
     raises ``SerError`` with the log's last lines; returns the seconds taken.

@@ -8,8 +8,10 @@ point. The stage commands as subprocesses are the end-to-end tests' job
 """
 
 import json
+import os
 import re
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -119,6 +121,37 @@ def test_vft_two_folds_two_runs_tables_and_resume(pretrained_ckpt, synth_folds, 
     assert started(proc.stdout) == [] and "test (" not in proc.stdout
     assert json.loads((out / "results.json").read_text()) == before
     assert (out / "results.md").is_file() and "### UA" in proc.stdout
+
+
+def test_jobs_run_the_chains_side_by_side_with_the_same_results(pretrained_ckpt, synth_folds, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    calls, lock = [], threading.Lock()
+
+    def serialised(argv, log_path, cwd=None, *, report=None, env=None):
+        calls.append((threading.current_thread().name, dict(env or {})))
+        with lock:   # fairseq in this process is not thread-safe (a real run's commands are subprocesses)
+            return inprocess.run_logged(argv, log_path, cwd, report=report)
+
+    monkeypatch.setattr(stages, "run_logged", serialised)
+    cv(synth_folds, pretrained_ckpt, tmp_path / "one", *TINY, runs=1)
+    assert [env for _, env in calls] == [{}, {}]
+    calls.clear()
+    proc = cv(synth_folds, pretrained_ckpt, tmp_path / "two", "--jobs", "2", *TINY, runs=1)
+    assert "== 2 method x fold chains, 2 at a time" in proc.stdout
+    assert len({thread for thread, _ in calls}) == 2   # one worker per fold
+    threads = str(max(1, os.cpu_count() // 2))
+    assert [env for _, env in calls] == [{"OMP_NUM_THREADS": threads}] * 2
+    # epoch lines carry no stage name: the chain's is put in front
+    assert re.search(r"^\[vft/fold1\] \[valid\] epoch 001 \|", proc.stdout, re.M)
+    assert re.search(r"^\[vft/fold2\] \[valid\] epoch 001 \|", proc.stdout, re.M)
+    one, two = (json.loads((tmp_path / d / "results.json").read_text())["methods"]["vft"] for d in ("one", "two"))
+    assert list(two["per_fold"]) == ["fold1", "fold2"]   # in fold order, whichever finished first
+    for fold in ("fold1", "fold2"):   # the same runs (scores: this process's fairseq is shared by the threads)
+        record = json.loads((tmp_path / "two" / "vft" / fold / "run1" / "metrics.json").read_text())
+        assert record["seed"] == 1 and record["fold"] == fold
+        assert two["per_fold"][fold]["ua"]["runs"] == [100 * record["ua"]]
+        assert one["per_fold"][fold].keys() == two["per_fold"][fold].keys()
 
 
 def test_tapt_and_ptapt_on_one_fold_with_scoped_overrides(pretrained_ckpt, synth_folds, tmp_path):

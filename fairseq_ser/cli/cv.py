@@ -55,6 +55,11 @@ def add_arguments(parser):
     parser.add_argument("--config-dir", default="config",
                         help="folder of the stage yaml files (default: %(default)s, i.e. run from the "
                         "repository root)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run N method x fold chains side by side (each: the method's adaptation, then its "
+                        "V-FT runs); on the CPU each training command gets 1/N of the cores (OMP_NUM_THREADS), "
+                        "which trains small models faster than one command on all of them; on a GPU the "
+                        "commands share it (default: %(default)s, one after another)")
     parser.add_argument("--keep-last", action="store_true",
                         help="keep every checkpoint: each run's checkpoint_last.pt, the adaptation stages' "
                         "other checkpoints and P-TAPT's dumped frame features (default: keep only the "
@@ -125,5 +130,6 @@ def run(args):
         config_dir=args.config_dir, keep_last=args.keep_last,
         progress=not args.no_progress, device=torch_device(args.device), report=say,
         label_fractions=args.label_fractions, unlabelled=args.unlabelled, also_test=args.also_test,
+        jobs=args.jobs,
     ).run()
     return 0

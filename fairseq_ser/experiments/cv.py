@@ -48,6 +48,7 @@ prints them). Each run's best checkpoint is scored on ``device``.
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -95,6 +96,11 @@ class CrossValidation:
     label_fractions: Optional[Sequence[float]] = None   # the low-resource curve: nested labelled subsets
     unlabelled: Sequence[str] = ()      # extra unlabelled audio (folders or manifests) for the label-free stages
     also_test: Sequence[str] = ()       # NAME=FOLDS_DIR: other corpora every run is also scored on
+    jobs: int = 1                       # method x fold chains run side by side
+
+    def __post_init__(self):
+        self.env: Dict[str, str] = {}   # added to every training command's environment (jobs > 1: threads)
+        self._count_lock = threading.Lock()
 
     def check(self) -> List[FoldDir]:
         """Every input, before anything runs; errors name the path or value."""
@@ -104,6 +110,8 @@ class CrossValidation:
             parse_methods(",".join(self.methods))
         if self.runs < 1:
             raise SerError(f"--runs must be at least 1, got {self.runs}")
+        if self.jobs < 1:
+            raise SerError(f"--jobs must be at least 1, got {self.jobs}")
         if not self.ks or any(k < 2 for k in self.ks):
             raise SerError(f"--ks: cluster sizes must be at least 2, got {list(self.ks)}")
         if self.label_fractions:
@@ -138,31 +146,74 @@ class CrossValidation:
                     f"({', '.join(f.name for f in folds)}){fractions} x {self.runs} runs = {total} fine-tuning "
                     f"runs; output: {out}")
         start, count = time.time(), [0, total]
+        audio = {fold.name: self.adaptation_audio(out, fold, extra) for fold in folds}   # before any job starts
+        chains = [(method, fold) for method in self.methods for fold in folds]
+        done = self.run_chains(chains, lambda method, fold, report: self.chain(
+            recipe, method, fold, os.path.join(out, method, fold.name), audio[fold.name], subsets, count, report))
         records: Dict[Optional[str], Dict[str, Dict[str, List[Dict]]]] = {name: {} for name in subsets}
-        for method in self.methods:
-            for fold in folds:
-                where = os.path.join(out, method, fold.name)
-                audio_dir = self.adaptation_audio(out, fold, extra)
-                w2v = recipe.w2v_path
-                if method == "tapt":   # label-free: once per fold, whatever the labelled fraction
-                    w2v = self.adapt(recipe, method, fold.path, where, f"{method}/{fold.name}", audio_dir)
-                for name, subset in subsets.items():
-                    labelled = subset[fold.name]
-                    sub_where = where if name is None else os.path.join(where, name)
-                    label = f"{method}/{fold.name}" + ("" if name is None else f"/{name}")
-                    if method == "ptapt":   # stage 1 learns from the labels: once per fold and fraction
-                        w2v = self.adapt(recipe, method, labelled.path, sub_where, label, audio_dir)
-                    records[name].setdefault(method, {})[fold.name] = [
-                        self.fine_tune(recipe, method, labelled, r, w2v, sub_where, label, count)
-                        for r in range(1, self.runs + 1)]
+        for (method, fold), chain_records in zip(chains, done):   # the order of a one-job run, whatever finished first
+            for name, runs in chain_records.items():
+                records[name].setdefault(method, {})[fold.name] = runs
         return self.write_results(out, records, time.time() - start)
 
+    def chain(self, recipe: Recipe, method: str, fold: FoldDir, where: str, audio_dir: str,
+              subsets: Dict[Optional[str], Dict[str, FoldDir]], count: List[int], report: Report) -> Dict:
+        """One method on one fold: its adaptation, then every fraction's runs; {subset name: [run records]}."""
+        w2v = recipe.w2v_path
+        if method == "tapt":   # label-free: once per fold, whatever the labelled fraction
+            w2v = self.adapt(recipe, method, fold.path, where, f"{method}/{fold.name}", audio_dir, report)
+        records = {}
+        for name, subset in subsets.items():
+            labelled = subset[fold.name]
+            sub_where = where if name is None else os.path.join(where, name)
+            label = f"{method}/{fold.name}" + ("" if name is None else f"/{name}")
+            if method == "ptapt":   # stage 1 learns from the labels: once per fold and fraction
+                w2v = self.adapt(recipe, method, labelled.path, sub_where, label, audio_dir, report)
+            records[name] = [self.fine_tune(recipe, method, labelled, r, w2v, sub_where, label, count, report)
+                             for r in range(1, self.runs + 1)]
+        return records
+
+    def run_chains(self, chains: Sequence, work) -> List:
+        """``work(method, fold, report)`` for every chain, ``jobs`` at a time; the results in ``chains``' order.
+
+        Chains share nothing they write, so they run side by side. With more
+        than one job, each training command gets an equal share of the CPU
+        cores (``OMP_NUM_THREADS``, unless the environment sets it), and the
+        epoch lines, which carry no stage name, are prefixed with the chain's.
+        """
+        if self.jobs <= 1 or len(chains) <= 1:
+            return [work(method, fold, self.report) for method, fold in chains]
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+        jobs = min(self.jobs, len(chains))
+        if "OMP_NUM_THREADS" not in os.environ:
+            self.env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+        self.report(f"== {len(chains)} method x fold chains, {jobs} at a time"
+                    + (f" ({self.env['OMP_NUM_THREADS']} CPU thread(s) each)" if self.env else ""))
+        lock = threading.Lock()
+
+        def chain_report(label):
+            def report(line):
+                with lock:
+                    self.report(f"[{label}] {line.strip()}" if line.startswith(" ") else line)
+            return report
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(work, method, fold, chain_report(f"{method}/{fold.name}"))
+                       for method, fold in chains]
+            finished, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            if pending:   # one failed: start no other chain, let the running ones finish their stage
+                for future in pending:
+                    future.cancel()
+                wait(pending)
+        return [future.result() for future in futures]   # raises the first chain's error
+
     def adapt(self, recipe: Recipe, method: str, fold_dir: str, directory: str, label: str,
-              audio_dir: str) -> str:
+              audio_dir: str, report: Report) -> str:
         """Run the adaptation stages of ``method`` (those not done); return the checkpoint V-FT starts from."""
         stages, w2v = recipe.adaptation(method, fold_dir, directory, label, audio_dir)
         for stage in stages:
-            execute(stage, keep_all=self.keep_last, report=self.report)
+            execute(stage, keep_all=self.keep_last, report=report, env=self.env)
         return w2v
 
     def labelled_subsets(self, out: str, folds: Sequence[FoldDir]) -> Dict[Optional[str], Dict[str, FoldDir]]:
@@ -204,14 +255,14 @@ class CrossValidation:
         self.report(f"[{fold.name}] adaptation audio: {audio.describe()} ({directory})")
         return directory
 
-    def score_other_corpora(self, stage, record: Dict) -> bool:
+    def score_other_corpora(self, stage, record: Dict, report: Report) -> bool:
         """Score the run's checkpoint on each --also-test corpus it has no score on; True if any was added."""
         missing = [name for name in self.other_corpora if name not in record.get("also_test", {})]
         for name in missing:
             summary = _score_other(stage.path("checkpoint_best.pt"), self.other_corpora[name],
                                    stage.path(f"eval-{name}"), self.progress, self.device)
             record.setdefault("also_test", {})[name] = also_test_entry(summary)
-            self.report(f"[{stage.label}] {name} (shared classes {', '.join(summary['classes_shared'])}): "
+            report(f"[{stage.label}] {name} (shared classes {', '.join(summary['classes_shared'])}): "
                         f"{_scores(summary)}")
         return bool(missing)
 
@@ -259,34 +310,35 @@ class CrossValidation:
         return results
 
     def fine_tune(self, recipe: Recipe, method: str, fold: FoldDir, r: int, w2v: str, where: str, label: str,
-                  count: List[int]) -> Dict:
+                  count: List[int], report: Report) -> Dict:
         """One V-FT run and its test scores: reused when its metrics.json is there."""
-        count[0] += 1
-        progress = f"{count[0]}/{count[1]}"
+        with self._count_lock:
+            count[0] += 1
+            progress = f"{count[0]}/{count[1]}"
         directory = os.path.join(where, f"run{r}")
         seed = self.seed + r - 1
         stage = recipe.finetune(fold.path, directory, w2v, seed, f"{label}/run{r}")
         record = read_json_or_none(stage.path(RESULT))
         if record is not None:
-            self.report(f"[{stage.label}] skipped ({progress}, done earlier): {_scores(record)}")
-            note_settings(stage.label, record.get("settings"), stage.settings, self.report)
+            report(f"[{stage.label}] skipped ({progress}, done earlier): {_scores(record)}")
+            note_settings(stage.label, record.get("settings"), stage.settings, report)
             if not self.keep_last and os.path.isfile(stage.path("checkpoint_last.pt")):
                 os.remove(stage.path("checkpoint_last.pt"))
-            if self.score_other_corpora(stage, record):   # an --also-test corpus added since
+            if self.score_other_corpora(stage, record, report):   # an --also-test corpus added since
                 with atomic_open(stage.path(RESULT), "w", encoding="utf-8") as f:
                     json.dump(record, f, indent=2)
             return record
-        train_seconds = execute(stage, keep_all=self.keep_last, report=self.report) or 0.0
+        train_seconds = execute(stage, keep_all=self.keep_last, report=report, env=self.env) or 0.0
         t0 = time.time()
         summary = _evaluate(fold, stage.path("checkpoint_best.pt"), stage.path("eval-test"), self.progress,
                             self.device)
         record = dict(summary, method=method, fold=fold.name, run=r, seed=seed,
                       path=os.path.relpath(directory, os.path.abspath(self.out_dir)),
                       train_seconds=train_seconds, eval_seconds=time.time() - t0, settings=stage.settings)
-        self.score_other_corpora(stage, record)
+        self.score_other_corpora(stage, record, report)
         with atomic_open(stage.path(RESULT), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
-        self.report(f"[{stage.label}] test ({progress}): {_scores(record)} ({record['eval_seconds']:.0f} s)")
+        report(f"[{stage.label}] test ({progress}): {_scores(record)} ({record['eval_seconds']:.0f} s)")
         return record
 
 

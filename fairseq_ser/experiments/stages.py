@@ -72,14 +72,16 @@ def epoch_summary(line: str) -> Optional[str]:
 
 
 def run_logged(argv: Sequence[str], log_path: str, cwd: Optional[str] = None, *,
-               report: Report = logger.info) -> float:
+               report: Report = logger.info, env: Optional[Dict[str, str]] = None) -> float:
     """Run ``argv``, writing its output to ``log_path`` and reporting its epoch summaries; return seconds.
+
+    ``env``: variables added to this process's environment for the command.
 
     A non-zero exit raises :class:`SerError` with the log's last lines.
     """
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     start = time.time()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, **(env or {}), PYTHONUNBUFFERED="1")
     with open(log_path, "w", encoding="utf-8") as log:
         log.write("$ " + " ".join(argv) + "\n")
         log.flush()
@@ -146,8 +148,12 @@ def clear_unfinished(label: str, directory: str, what: str = "unfinished",
         shutil.rmtree(directory)
 
 
-def execute(stage: Stage, keep_all: bool = False, report: Report = logger.info) -> Optional[float]:
-    """Run ``stage`` unless it is done; return its seconds, or None when it was skipped."""
+def execute(stage: Stage, keep_all: bool = False, report: Report = logger.info,
+            env: Optional[Dict[str, str]] = None) -> Optional[float]:
+    """Run ``stage`` unless it is done; return its seconds, or None when it was skipped.
+
+    ``env``: variables added to the environment of the stage's command.
+    """
     marker = read_json_or_none(stage.marker)
     if marker is not None:
         report(f"[{stage.label}] {stage.title}: skipped (done earlier in {marker['seconds']:.0f} s)")
@@ -161,7 +167,7 @@ def execute(stage: Stage, keep_all: bool = False, report: Report = logger.info) 
     log_path = stage.path(stage.log_name)
     report(f"[{stage.label}] {stage.title}: running (log: {log_path})")
     # looked up at call time, so that tests can stand in for the subprocess
-    seconds = run_logged(stage.argv, log_path, cwd=stage.directory, report=report)
+    seconds = run_logged(stage.argv, log_path, cwd=stage.directory, report=report, env=env)
     for name in stage.outputs:
         if not os.path.isfile(stage.path(name)):
             raise SerError(f"{stage.path(name)}: {stage.title} finished without writing it; log: {log_path}")
