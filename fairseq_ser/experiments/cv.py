@@ -201,11 +201,9 @@ class CrossValidation:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = [pool.submit(work, method, fold, chain_report(f"{method}/{fold.name}"))
                        for method, fold in chains]
-            finished, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            if pending:   # one failed: start no other chain, let the running ones finish their stage
-                for future in pending:
-                    future.cancel()
-                wait(pending)
+            wait(futures, return_when=FIRST_EXCEPTION)
+            # one failed (or all are done): start no other chain; the running ones finish
+            pool.shutdown(cancel_futures=True)
         return [future.result() for future in futures]   # raises the first chain's error
 
     def adapt(self, recipe: Recipe, method: str, fold_dir: str, directory: str, label: str,
@@ -263,7 +261,7 @@ class CrossValidation:
                                    stage.path(f"eval-{name}"), self.progress, self.device)
             record.setdefault("also_test", {})[name] = also_test_entry(summary)
             report(f"[{stage.label}] {name} (shared classes {', '.join(summary['classes_shared'])}): "
-                        f"{_scores(summary)}")
+                   f"{_scores(summary)}")
         return bool(missing)
 
     def cross_corpus_section(self, per_method: Dict, results: Dict) -> str:
