@@ -287,6 +287,9 @@ def make_classifier(w2v_path: str, data_dir: str, out: str, overrides=()) -> str
     add_defaults(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     OmegaConf.set_struct(cfg, True)
+    # seeded as fairseq_cli.train seeds torch before building: the head's random init must not depend on
+    # which tests ran before in this process
+    torch.manual_seed(cfg.common.seed)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
     trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
