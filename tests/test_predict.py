@@ -11,6 +11,7 @@ from fairseq_ser.cli.main import main
 from fairseq_ser.data.audio import SAMPLE_RATE, to_mono_16k
 from fairseq_ser.data.manifest import read_label_dict
 from fairseq_ser.errors import AudioError
+from fairseq_ser.windowing import WindowedClassifier
 
 import inprocess
 
@@ -106,10 +107,42 @@ def test_long_recordings_are_cut_into_windows(clf):
 
 
 def test_prediction_does_not_depend_on_the_batch(clf):
+    from fairseq_ser.windowing import pad_batch
+
     wavs = [voice(s, seed=i) for i, s in enumerate([0.6, 1.7, 1.1, 2.4])]
-    together = clf.predict_batch(wavs, SAMPLE_RATE, batch_seconds=60)
-    for wav, result in zip(wavs, together):
-        np.testing.assert_allclose(probs(clf.predict(wav, SAMPLE_RATE)), probs(result), atol=1e-5)
+    # a padded batch, as on a GPU (predict batches no padding on the CPU)
+    together = clf.batch_probabilities(*pad_batch(wavs))
+    for wav, row in zip(wavs, together):
+        np.testing.assert_allclose(probs(clf.predict(wav, SAMPLE_RATE)), row, atol=1e-5)
+
+
+class Recorder(WindowedClassifier):
+    """A classifier stand-in on ``device`` that records the batch shapes it is given."""
+
+    class_names = ["a", "b"]
+
+    def __init__(self, device):
+        self.device, self.shapes = device, []
+
+    def batch_probabilities(self, source, padding_mask):
+        self.shapes.append(source.shape)
+        return np.full((len(source), 2), 0.5, dtype=np.float32)
+
+
+def test_batches_hold_no_padding_on_the_cpu_and_some_on_a_gpu():
+    lengths = [16000, 16000, 17000, 16500, 40000, 16000]
+    wavs = [np.zeros(n, dtype=np.float32) for n in lengths]
+    cpu = Recorder("cpu")
+    cpu.predict_proba(wavs)
+    # equal lengths still share a batch; no utterance is padded
+    assert sorted(cpu.shapes) == [(1, 16500), (1, 17000), (1, 40000), (3, 16000)]
+    for device in ("cuda", "cuda:1"):
+        gpu = Recorder(device)
+        gpu.predict_proba(wavs)
+        assert gpu.max_padding == 0.2 and sorted(gpu.shapes) == [(1, 40000), (5, 17000)]
+    import torch
+
+    assert Recorder(torch.device("cpu")).max_padding == 0.0
 
 
 def test_unusable_arrays_are_errors_naming_them(clf):
