@@ -71,7 +71,7 @@ def add_arguments(parser):
                         help="run the low-resource curve instead of the plain table: every method at each "
                         "of --fractions of the labelled training data (`cv --label-fractions`), into "
                         "OUT/cv_low_resource, reusing a plain demo's corpus and pretraining in OUT (measured "
-                        "from an empty OUT: 12 minutes on 2 cores, against 8 for the plain demo)")
+                        "from an empty OUT: 12 minutes on 2 cores, twice the plain demo on the same machine)")
     parser.add_argument("--fractions", default="0.25,0.5,1", metavar="F,F,...",
                         help="labelled fractions of --low-resource (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
