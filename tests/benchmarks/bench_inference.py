@@ -8,9 +8,8 @@ same number of threads (OMP_NUM_THREADS and torch.set_num_threads) on the same
 folder of EmoDB files, read with soundfile:
 
 - ours, PyTorch: the ``fairseq-ser predict --checkpoint CKPT FOLDER -o out.jsonl``
-  command itself (length-sorted batches of at most 160 s of padded audio;
-  on the CPU the CNN runs on each utterance's own samples, so a prediction
-  does not depend on its batch);
+  command itself (on the CPU only windows of one length share a batch, so
+  nothing is padded; a prediction never depends on its batch);
 - ours, ONNX fp32 and int8: ``fairseq-ser export CKPT model.onnx --quantize int8``
   once (not timed), then ``fairseq-ser predict --backend onnx --checkpoint
   model.onnx`` / ``model.int8.onnx`` with onnxruntime, the same batches;
@@ -29,7 +28,10 @@ disturbed by other work. Real-time factor here = seconds of audio per second
 of processing (higher is faster). Peak memory is each process's peak resident
 set (``wait4``). A first run on 3 files checks that every side returns one
 probability row per file over the 7 classes; the ONNX sides' largest
-probability difference from ours in PyTorch is shown beside them.
+probability difference from ours in PyTorch is shown beside them. After the
+timed runs, the files' forward-pass cost is counted (``torch.utils.flop_counter``)
+and torch's float32 matrix products of the model's shapes are timed on the
+same threads: each side's GFLOP/s against what this machine's products reach.
 
 ``--profile`` instead times the parts of one forward pass (CNN, feature
 projection, positional convolution, attention, feed-forward, layer norms) of
@@ -239,6 +241,50 @@ def run_hf(model_dir, folder, out, threads, mode):
     if line is None:
         raise AssertionError(f"transformers worker printed no timings:\n{output[-2000:]}")
     return wall, json.loads(line[6:])["processing"], rss, read_jsonl(out)
+
+
+def forward_flops(files, class_names):
+    """Floating-point operations of one forward pass of the wav2vec2-base classifier over each of ``files``,
+    counted by ``torch.utils.flop_counter`` (matrix products and convolutions; the weights do not matter)."""
+    import soundfile as sf
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bench_batching import random_classifier
+
+    model, total = random_classifier(class_names).eval(), 0
+    with torch.inference_mode():
+        for path in files:
+            wav, _ = sf.read(str(path), dtype="float32")
+            counter = FlopCounterMode(display=False)
+            with counter:
+                model(torch.from_numpy(wav)[None], padding_mask=None)
+            total += counter.get_total_flops()
+    return total
+
+
+GEMM_SHAPES = ((500, 768, 768), (500, 768, 3072), (2000, 768, 3072))  # frames x in by in x out
+
+
+def gemm_rates(threads, repeats=30):
+    """GFLOP/s of torch's float32 matrix products of the model's shapes on ``threads`` threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    rates = []
+    try:
+        for m, k, n in GEMM_SHAPES:
+            a, b = torch.randn(m, k), torch.randn(k, n)
+            for _ in range(5):
+                a @ b
+            began = time.perf_counter()
+            for _ in range(repeats):
+                a @ b
+            rates.append(2 * m * k * n * repeats / (time.perf_counter() - began) / 1e9)
+    finally:
+        torch.set_num_threads(before)
+    return rates
 
 
 def copy_files(files, folder):
@@ -549,6 +595,9 @@ def main(argv=None):
         # the fastest run of each side (the one least disturbed by other work on the machine)
         results = {name: (min(r[0] for r in rs), min(r[1] for r in rs), max(r[2] for r in rs))
                    for name, rs in runs.items()}
+        # after the timed runs, so that neither disturbs them
+        flops = forward_flops(files, class_names)
+        rates = gemm_rates(args.threads)
     differences = {}
     for name in onnx_models:
         diff = np.abs(probs[name] - probs[TORCH])
@@ -558,13 +607,17 @@ def main(argv=None):
     for name, (wall, proc, rss) in results.items():
         diff = (f"{differences[name][0]:.1e} ({differences[name][1]} of {len(files)} labels changed)"
                 if name in differences else "")
-        rows.append([name, f"{wall:.1f}", f"{proc:.1f}", f"{seconds / proc:.2f}", f"{seconds / wall:.2f}", gib(rss),
-                     diff])
+        rows.append([name, f"{wall:.1f}", f"{proc:.1f}", f"{seconds / proc:.2f}", f"{seconds / wall:.2f}",
+                     f"{flops / proc / 1e9:.0f}", gib(rss), diff])
     print_table(f"Inference on {len(files)} EmoDB files ({seconds:.0f} s of audio), wav2vec2-base shape, "
                 f"{args.threads} threads",
                 ["", "process wall s", "processing s", "real-time factor (processing)",
-                 "real-time factor (whole process)", "peak RSS",
+                 "real-time factor (whole process)", "GFLOP/s (processing)", "peak RSS",
                  "max abs difference from PyTorch (outputs rounded to 1e-6)"], rows)
+    print(f"\nthe files cost {flops / 1e9:.0f} GFLOP ({flops / 1e9 / seconds:.1f} per second of audio, "
+          "torch.utils.flop_counter); torch's float32 matrix products of the model's shapes on "
+          f"{args.threads} threads: " + ", ".join(f"{m}x{k} by {k}x{n} {r:.0f}" for (m, k, n), r in
+                                                  zip(GEMM_SHAPES, rates)) + " GFLOP/s")
     if not onnx_models:
         print(f"ONNX fp32 and int8: {onnx_note}")
     print(f"\nload average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -587,6 +640,8 @@ def main(argv=None):
             summary[f"{key}_speed_vs_hf_{mode}"] = results[HF_LABELS[mode]][1] / results[name][1]
     if not onnx_models:
         summary["onnx"] = "skipped"
+    summary["torch_gflops"] = f"{flops / ours[1] / 1e9:.0f}"
+    summary["gemm_peak_gflops"] = f"{max(rates):.0f}"
     print_summary("inference", summary)
     return 0
 
