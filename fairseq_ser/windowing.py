@@ -193,7 +193,7 @@ class WindowedClassifier:
     def max_padding(self) -> float:
         """Most of a batch's samples that may be padding (see :func:`length_batches`).
 
-        None on the CPU: there a batch runs no faster per sample than its
+        0 on the CPU: there a batch runs no faster per sample than its
         utterances one by one (the matrix products already run near the
         core's peak), so padding is pure loss, and a batch's activations
         cost memory. Utterances of exactly the same length (the full windows
