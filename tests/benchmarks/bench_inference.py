@@ -13,6 +13,8 @@ folder of EmoDB files, read with soundfile:
 - ours, ONNX fp32 and int8: ``fairseq-ser export CKPT model.onnx --quantize int8``
   once (not timed), then ``fairseq-ser predict --backend onnx --checkpoint
   model.onnx`` / ``model.int8.onnx`` with onnxruntime, the same batches;
+- ours, PyTorch under bf16 autocast: the same command with ``--precision bf16``
+  (``--no-bf16`` leaves it out);
 - transformers, one file at a time: the way its documentation prescribes for
   base-style models (group-norm CNN, no attention mask), where padding would
   change the outputs;
@@ -27,8 +29,8 @@ times, and each side's fastest run is kept: on a shared machine, the run least
 disturbed by other work. Real-time factor here = seconds of audio per second
 of processing (higher is faster). Peak memory is each process's peak resident
 set (``wait4``). A first run on 3 files checks that every side returns one
-probability row per file over the 7 classes; the ONNX sides' largest
-probability difference from ours in PyTorch is shown beside them. After the
+probability row per file over the 7 classes; the ONNX and bf16 sides' largest
+probability difference from ours in PyTorch (fp32) is shown beside them. After the
 timed runs, the files' forward-pass cost is counted (``torch.utils.flop_counter``)
 and torch's float32 matrix products of the model's shapes are timed on the
 same threads: each side's GFLOP/s against what this machine's products reach.
@@ -66,7 +68,8 @@ HF_MODES = ("single", "padded")
 HF_LABELS = {"single": "transformers, one file at a time",
              "padded": f"transformers, padded batches of {BATCH_SECONDS:.0f} s"}
 TORCH, ONNX_FP32, ONNX_INT8 = "fairseq-ser predict", "fairseq-ser predict, ONNX fp32", "fairseq-ser predict, ONNX int8"
-SUMMARY_KEYS = {TORCH: "torch", ONNX_FP32: "onnx_fp32", ONNX_INT8: "onnx_int8"}
+TORCH_BF16 = "fairseq-ser predict --precision bf16"
+SUMMARY_KEYS = {TORCH: "torch", TORCH_BF16: "torch_bf16", ONNX_FP32: "onnx_fp32", ONNX_INT8: "onnx_int8"}
 
 
 def pick_files(emodb, count):
@@ -220,10 +223,11 @@ def probability_matrix(rows, files, num_classes, side):
 PREDICT_LINE = re.compile(r"predicted (\d+) of (\d+) files.*?, ([\d.]+) s on ")
 
 
-def run_ours(model, folder, out, threads, backend="torch"):
+def run_ours(model, folder, out, threads, backend="torch", precision="fp32"):
     """``fairseq-ser predict`` in its own process: (wall s, processing s, peak RSS, output rows)."""
     argv = fairseq_ser_argv("predict", "--backend", backend, "--checkpoint", model, folder, "-o", out,
-                            "--device", "cpu", "--batch-seconds", str(BATCH_SECONDS), "--no-progress")
+                            "--device", "cpu", "--batch-seconds", str(BATCH_SECONDS), "--no-progress",
+                            *(["--precision", precision] if precision != "fp32" else []))
     wall, rss, output = run_measured(argv, env=thread_env(threads))
     match = PREDICT_LINE.search(output)
     if match is None:
@@ -511,6 +515,9 @@ def main(argv=None):
     parser.add_argument("--hf-modes", nargs="+", choices=HF_MODES, default=list(HF_MODES),
                         help="transformers runs: one file at a time, and/or padded batches (default: both)")
     parser.add_argument("--no-onnx", action="store_true", help="leave out the ONNX fp32 and int8 sides")
+    parser.add_argument("--no-bf16", action="store_true",
+                        help="leave out the PyTorch side under bf16 autocast (fast where the CPU has "
+                        "AVX512-BF16 or AMX, emulated and slow elsewhere)")
     parser.add_argument("--in-process", action="store_true",
                         help="time each side's model alone on the decoded files in this process (no start-up, "
                         "loading or reading; with --clock cpu, steady on a busy machine) instead of the commands")
@@ -570,6 +577,8 @@ def main(argv=None):
             return in_process(args, {TORCH: ckpt, **onnx_models}, files, audio_seconds(files), tmp / "hf")
 
         sides = {TORCH: lambda folder, out: run_ours(ckpt, folder, out, args.threads)}
+        if not args.no_bf16:
+            sides[TORCH_BF16] = lambda folder, out: run_ours(ckpt, folder, out, args.threads, precision="bf16")
         for name, model in onnx_models.items():
             sides[name] = lambda folder, out, model=model: run_ours(model, folder, out, args.threads, "onnx")
         for mode in args.hf_modes:
@@ -599,7 +608,7 @@ def main(argv=None):
         flops = forward_flops(files, class_names)
         rates = gemm_rates(args.threads)
     differences = {}
-    for name in onnx_models:
+    for name in [n for n in results if n in SUMMARY_KEYS and n != TORCH]:
         diff = np.abs(probs[name] - probs[TORCH])
         changed = int((probs[name].argmax(1) != probs[TORCH].argmax(1)).sum())
         differences[name] = (float(diff.max()), changed)
@@ -631,7 +640,7 @@ def main(argv=None):
         summary[f"speed_vs_hf_{mode}"] = proc / ours[1]
         summary[f"wall_vs_hf_{mode}"] = wall / ours[0]
         summary[f"memory_vs_hf_{mode}"] = rss / ours[2]
-    for name in onnx_models:
+    for name in differences:   # ONNX fp32 and int8, PyTorch under bf16
         key = SUMMARY_KEYS[name]
         summary[f"{key}_speedup"] = ours[1] / results[name][1]
         summary[f"{key}_memory_vs_torch"] = results[name][2] / ours[2]
