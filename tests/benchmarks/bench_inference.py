@@ -517,7 +517,7 @@ def main(argv=None):
     parser.add_argument("--no-onnx", action="store_true", help="leave out the ONNX fp32 and int8 sides")
     parser.add_argument("--no-bf16", action="store_true",
                         help="leave out the PyTorch side under bf16 autocast (fast where the CPU has "
-                        "AVX512-BF16 or AMX, emulated and slow elsewhere)")
+                        "AVX512-BF16 or AMX; emulated, maybe slower than fp32, elsewhere)")
     parser.add_argument("--in-process", action="store_true",
                         help="time each side's model alone on the decoded files in this process (no start-up, "
                         "loading or reading; with --clock cpu, steady on a busy machine) instead of the commands")
