@@ -201,3 +201,25 @@ def test_tapt_without_a_quantizer_or_with_wrong_loss_weights_is_a_clear_error(pr
         assert torch.allclose(a * frames, b)
     _, _, log = build_tapt_criterion(task, pretrained_ckpt)(model, sample)
     assert np.isfinite(log["loss"])
+
+
+def test_tapt_masks_follow_the_seed(pretrained_ckpt, synth_folds):
+    # fairseq's compute_mask_indices draws each utterance's spans from fresh OS entropy unless it is
+    # given a seed; TAPT's masks must come from the per-update seed fairseq sets, like its dropout
+    model = build_tapt(make_pretraining_task(synth_folds / "fold1"), pretrained_ckpt, mask_prob=0.3).train()
+    source = torch.randn(3, 16000)
+
+    def masked(seed):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        return model(source=source)["x"].detach()
+
+    assert torch.equal(masked(5), masked(5))
+    assert not torch.equal(masked(5), masked(6))
+    # a padded batch: no span starts in an utterance's padding
+    padding = torch.zeros(3, 16000, dtype=torch.bool)
+    padding[1, 8000:] = True
+    torch.manual_seed(0)
+    mask = model._seeded_time_mask(source, padding)
+    frames = model.w2v_model._get_feat_extract_output_lengths(torch.tensor(8000)).item()
+    assert mask.shape[0] == 3 and not mask[1, frames:].any() and mask[1, :frames].any()

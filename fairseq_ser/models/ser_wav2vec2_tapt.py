@@ -16,6 +16,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
+import torch
+from fairseq.data.data_utils import compute_mask_indices
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import MISSING, open_dict
@@ -125,7 +127,53 @@ class SerWav2Vec2Tapt(BaseFairseqModel):
         return cls(cfg, w2v_model)
 
     def forward(self, **kwargs):
-        return self.w2v_model(**kwargs)
+        w2v = self.w2v_model
+        if self.training and kwargs.get("mask", True):
+            source, padding = kwargs["source"], kwargs.get("padding_mask")
+            if w2v.mask_prob > 0 and kwargs.get("mask_indices") is None:
+                kwargs["mask_indices"] = self._seeded_time_mask(source, padding)
+            if w2v.mask_channel_prob > 0 and not w2v.mask_channel_before \
+                    and kwargs.get("mask_channel_indices") is None:
+                kwargs["mask_channel_indices"] = self._seeded_channel_mask(source)
+        return w2v(**kwargs)
+
+    # fairseq's compute_mask_indices, unless given a seed, draws every utterance's spans from
+    # fresh OS entropy, so that no two TAPT runs masked alike. Here the seed comes from torch's
+    # generator, which fairseq's trainer reseeds at every update (common.seed + num_updates),
+    # as it does for dropout: the same seed gives the same masks. The spans are fairseq's own.
+    def _mask_seed(self) -> int:
+        return int(torch.randint(0, 2 ** 31 - 1, (1,)).item())
+
+    def _frames(self, source, padding_mask):
+        """``(T, frame padding or None)``: the frames the wrapped model's apply_mask will see."""
+        w2v = self.w2v_model
+        frames = int(w2v._get_feat_extract_output_lengths(torch.tensor(source.size(1))).item())
+        frames -= frames % w2v.crop_seq_to_multiple
+        if padding_mask is None or not padding_mask.any():
+            return frames, None
+        lengths = w2v._get_feat_extract_output_lengths((~padding_mask).long().sum(-1))
+        return frames, torch.arange(frames, device=source.device).unsqueeze(0) >= lengths.unsqueeze(1)
+
+    def _seeded_time_mask(self, source, padding_mask):
+        w2v = self.w2v_model
+        frames, frame_padding = self._frames(source, padding_mask)
+        batch = source.size(0)
+        mask = compute_mask_indices(
+            (batch, frames), frame_padding, w2v.mask_prob, w2v.mask_length, w2v.mask_selection,
+            w2v.mask_other, min_masks=2, no_overlap=w2v.no_mask_overlap, min_space=w2v.mask_min_space,
+            require_same_masks=w2v.cfg.require_same_masks, mask_dropout=w2v.cfg.mask_dropout,
+            seed=self._mask_seed(), epoch=1, indices=torch.arange(batch))
+        return torch.from_numpy(mask).to(source.device)
+
+    def _seeded_channel_mask(self, source):
+        w2v = self.w2v_model
+        frames, _ = self._frames(source, None)
+        batch, channels = source.size(0), w2v.cfg.encoder_embed_dim
+        mask = compute_mask_indices(
+            (batch, channels), None, w2v.mask_channel_prob, w2v.mask_channel_length,
+            w2v.mask_channel_selection, w2v.mask_channel_other, no_overlap=w2v.no_mask_channel_overlap,
+            min_space=w2v.mask_channel_min_space, seed=self._mask_seed(), epoch=1, indices=torch.arange(batch))
+        return torch.from_numpy(mask).to(source.device).unsqueeze(1).expand(-1, frames, -1)
 
     def get_logits(self, net_output):
         return self.w2v_model.get_logits(net_output)
