@@ -13,6 +13,10 @@ probable class of that mean.
 """
 
 import contextlib
+import ctypes
+import os
+import sys
+import threading
 from typing import Optional, Sequence
 
 import numpy as np
@@ -53,9 +57,29 @@ class EmotionClassifier(WindowedClassifier):
         """Load a classifier checkpoint onto ``device`` (default: CUDA when available, else the CPU)."""
         dev = resolve_device(device)
         check_precision(precision, dev)
+        if dev.type == "cpu":
+            _limit_malloc_arenas()   # before loading starts torch's threads
         model = load_trained(path, CLASSIFIER_MODEL)
         class_names = list(model.cfg.class_names)
         return cls(model, class_names, dev, path, precision)
+
+    def parallel_batches(self) -> int:
+        """On the CPU, torch's thread count (as set when no prediction runs): that many utterances
+        run at once, each on one thread.
+
+        Two utterances side by side on one thread each ran 1.28x faster than
+        one at a time on two threads (24 EmoDB files on 2 cores, 6.9 against
+        8.8 s, wav2vec2-base). On a GPU, 1: batches keep it busy.
+        """
+        if self.device.type != "cpu":
+            return 1
+        with _threads_lock:
+            return _threads_before if _threads_users else torch.get_num_threads()
+
+    def parallel_context(self):
+        """torch's intra-op threads set to 1 while utterances run side by side; restored after."""
+        _limit_malloc_arenas()
+        return _one_intra_op_thread()
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -71,6 +95,50 @@ class EmotionClassifier(WindowedClassifier):
         with self._autocast():
             logits = self.model(source_t, padding_mask=padding_t)
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter: how many malloc arenas threads may create
+_arenas_limited = False
+
+
+def _limit_malloc_arenas(arenas: int = 1) -> None:
+    """Have glibc's malloc share one arena between threads, once per process, unless the user set
+    MALLOC_ARENA_MAX. With an arena per thread, each keeps the memory its forward passes freed:
+    utterances side by side on 2 threads peaked at 1.45 GiB against 1.12 GiB with one arena, at the
+    same speed (24 EmoDB files, wav2vec2-base). Not glibc (macOS, musl): nothing to do."""
+    global _arenas_limited
+    if _arenas_limited or "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    _arenas_limited = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):
+        pass
+
+
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_before = 1
+
+
+@contextlib.contextmanager
+def _one_intra_op_thread():
+    # torch's thread count is process-wide: several callers at once (cv scores its chains in
+    # threads) share one setting, and the last to leave restores what the first found
+    global _threads_users, _threads_before
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_before)
 
 
 def check_precision(precision: str, device: torch.device) -> None:

@@ -12,7 +12,9 @@ one (:mod:`.onnx_predictor`) read, cut, batch and combine audio the same way:
   probabilities, and its label the most probable class of that mean.
 """
 
+import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -206,6 +208,15 @@ class WindowedClassifier:
         """``(B, num_classes)`` float32 probabilities of a padded batch from :func:`pad_batch`."""
         raise NotImplementedError
 
+    def parallel_batches(self) -> int:
+        """How many batches :meth:`predict_proba` runs at once (each alone, one utterance per batch,
+        inside :meth:`parallel_context`); 1: one batch at a time, batched by :attr:`max_padding`."""
+        return 1
+
+    def parallel_context(self):
+        """Entered around the batches when :meth:`parallel_batches` is above 1."""
+        return contextlib.nullcontext()
+
     def predict_proba(self, waveforms: Sequence[np.ndarray], lengths: Optional[Sequence[int]] = None,
                       max_batch_samples: int = 16000 * 160, progress=None,
                       on_batches: Optional[Callable[[Batches], None]] = None) -> np.ndarray:
@@ -213,8 +224,9 @@ class WindowedClassifier:
 
         Utterances are sorted by length and batched up to ``max_batch_samples``
         padded samples with at most :attr:`max_padding` of padding
-        (:func:`length_batches`); results
-        come back in input order. ``waveforms`` may be a lazy sequence (reading
+        (:func:`length_batches`), or, where :meth:`parallel_batches` is above
+        1, run one at a time on that many threads; results come back in
+        input order. ``waveforms`` may be a lazy sequence (reading
         files on access) when ``lengths`` gives the sample counts up front.
         ``progress`` is called with the number of utterances done after each
         batch; ``on_batches`` once with the :class:`Batches` before they run
@@ -223,17 +235,30 @@ class WindowedClassifier:
         if lengths is None:
             lengths = [len(w) for w in waveforms]
         out = np.zeros((len(lengths), len(self.class_names)), dtype=np.float32)
-        batches = length_batches(lengths, max_batch_samples, self.max_padding)
+        workers = self.parallel_batches()
+        # run side by side, each utterance is a batch of its own (a budget of 1 sample closes every batch)
+        batches = length_batches(lengths, max_batch_samples if workers == 1 else 1, self.max_padding)
         if on_batches is not None:
             on_batches(batches)
         if batches:
-            logger.debug("%d utterances in %d batches, %.1f %% padding",
-                         len(lengths), len(batches), 100 * batches.padding)
-        for batch in batches:
+            logger.debug("%d utterances in %d batches, %.1f %% padding, %d at a time",
+                         len(lengths), len(batches), 100 * batches.padding, workers)
+
+        def run(batch):
             source, padding = pad_batch([np.asarray(waveforms[i], dtype=np.float32) for i in batch])
-            out[batch] = self.batch_probabilities(source, padding)
-            if progress is not None:
-                progress(len(batch))
+            return self.batch_probabilities(source, padding)
+
+        with contextlib.ExitStack() as stack:
+            if workers == 1:
+                results = map(run, batches)
+            else:
+                stack.enter_context(self.parallel_context())
+                pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="predict"))
+                results = pool.map(run, batches)   # in order, whichever finishes first
+            for batch, probs in zip(batches, results):
+                out[batch] = probs
+                if progress is not None:
+                    progress(len(batch))
         return out
 
     def predict(self, wav: np.ndarray, sample_rate: int, windowing: Optional[Windowing] = None,

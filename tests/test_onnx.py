@@ -307,3 +307,16 @@ def test_onnx_predictor_runs_without_torch_or_fairseq(exported, audio_folder, tm
     proc = commands.run_command(["python", "-c", NO_TORCH, "predict", "--checkpoint", exported[0].with_suffix(".pt"),
                                  audio_folder / "long.wav", "--no-progress"], expect_ok=False)
     assert proc.returncode != 0 and "torch" in proc.stderr
+
+
+def test_cpu_sessions_run_utterances_side_by_side(exported):
+    clf = OnnxEmotionClassifier.from_file(str(exported[0]), threads=2)
+    alone = OnnxEmotionClassifier.from_file(str(exported[0]), threads=1)
+    assert clf.parallel_batches() == 2 and alone.parallel_batches() == 1
+    assert clf.session.get_session_options().intra_op_num_threads == 1
+    rng = np.random.default_rng(0)
+    audio = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (8000, 12000, 12000, 20000, 9000)]
+    done = []
+    np.testing.assert_allclose(clf.predict_proba(audio, progress=done.append), alone.predict_proba(audio),
+                               atol=1e-6)
+    assert done == [1] * len(audio)   # one utterance per batch, equal lengths included

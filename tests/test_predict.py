@@ -264,3 +264,32 @@ def test_length_batches_keep_padding_small():
     assert valid == sum(lengths) and 1 - valid / padded < 0.15
     # the padded-samples budget still splits batches of equal lengths
     assert length_batches([SAMPLE_RATE] * 5, 2 * SAMPLE_RATE).indices == [[0, 1], [2, 3], [4]]
+
+
+def test_cpu_runs_utterances_side_by_side_with_the_same_results(clf):
+    import torch
+
+    from fairseq_ser.inference import _one_intra_op_thread
+
+    wavs = [voice(s, seed=i) for i, s in enumerate([0.6, 1.7, 1.1, 2.4, 1.1, 0.9])]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert clf.parallel_batches() == 2
+        done = []
+        side_by_side = clf.predict_proba(wavs, progress=done.append)
+        assert torch.get_num_threads() == 2 and done == [1] * len(wavs)
+        torch.set_num_threads(1)
+        assert clf.parallel_batches() == 1
+        one_by_one = clf.predict_proba(wavs)
+        np.testing.assert_allclose(side_by_side, one_by_one, atol=1e-6)
+        # overlapping callers (cv scores its chains in threads) share one setting; the last restores it
+        torch.set_num_threads(2)
+        with _one_intra_op_thread():
+            assert torch.get_num_threads() == 1 and clf.parallel_batches() == 2
+            with _one_intra_op_thread():
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
