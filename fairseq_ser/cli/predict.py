@@ -86,8 +86,8 @@ def add_arguments(parser):
                         "(a row per file and per window); default: a readable line per file on stdout")
     add_windowing_arguments(parser, "with --backend onnx, the model's stored default")
     parser.add_argument("--batch-seconds", type=_positive_seconds, metavar="S", default=160.0,
-                        help="padded audio per batch in seconds; on the CPU only windows of one length share a batch "
-                        "(default: %(default)s)")
+                        help="padded audio per batch in seconds, on a GPU; on the CPU each thread runs one window at a "
+                        "time, unpadded (default: %(default)s)")
     parser.add_argument("--chunk-seconds", type=_seconds, metavar="S", default=600.0,
                         help="audio read into memory at a time, in seconds; windows of a chunk are "
                         "batched together (default: %(default)s)")

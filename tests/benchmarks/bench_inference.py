@@ -8,8 +8,8 @@ same number of threads (OMP_NUM_THREADS and torch.set_num_threads) on the same
 folder of EmoDB files, read with soundfile:
 
 - ours, PyTorch: the ``fairseq-ser predict --checkpoint CKPT FOLDER -o out.jsonl``
-  command itself (on the CPU only windows of one length share a batch, so
-  nothing is padded; a prediction never depends on its batch);
+  command itself (on the CPU each of the threads runs one file at a time,
+  unpadded; a prediction never depends on its batch);
 - ours, ONNX fp32 and int8: ``fairseq-ser export CKPT model.onnx --quantize int8``
   once (not timed), then ``fairseq-ser predict --backend onnx --checkpoint
   model.onnx`` / ``model.int8.onnx`` with onnxruntime, the same batches;
