@@ -64,8 +64,8 @@ class EmotionClassifier(WindowedClassifier):
         return cls(model, class_names, dev, path, precision)
 
     def parallel_batches(self) -> int:
-        """On the CPU, torch's thread count (as set when no prediction runs): that many utterances
-        run at once, each on one thread.
+        """On the CPU, torch's thread count (as set when no prediction runs), at most
+        :data:`MAX_SIDE_BY_SIDE`: that many utterances run at once, sharing the threads out.
 
         Two utterances side by side on one thread each ran 1.28x faster than
         one at a time on two threads (24 EmoDB files on 2 cores, 6.9 against
@@ -74,10 +74,12 @@ class EmotionClassifier(WindowedClassifier):
         if self.device.type != "cpu":
             return 1
         with _threads_lock:
-            return _threads_before if _threads_users else torch.get_num_threads()
+            threads = _threads_before if _threads_users else torch.get_num_threads()
+        return min(threads, MAX_SIDE_BY_SIDE)
 
     def parallel_context(self):
-        """torch's intra-op threads set to 1 while utterances run side by side; restored after."""
+        """torch's threads shared out between the utterances running side by side (1 each with up
+        to :data:`MAX_SIDE_BY_SIDE` threads); restored after."""
         _limit_malloc_arenas()
         return _one_intra_op_thread()
 
@@ -117,6 +119,9 @@ def _limit_malloc_arenas(arenas: int = 1) -> None:
         pass
 
 
+# at most this many utterances at once: each holds its own activations (about 0.15 GiB for an
+# 8 s utterance at wav2vec2-base size), so a many-core machine shares its threads out instead
+MAX_SIDE_BY_SIDE = 4
 _threads_lock = threading.Lock()
 _threads_users = 0
 _threads_before = 1
@@ -130,7 +135,7 @@ def _one_intra_op_thread():
     with _threads_lock:
         if _threads_users == 0:
             _threads_before = torch.get_num_threads()
-            torch.set_num_threads(1)
+            torch.set_num_threads(max(1, _threads_before // MAX_SIDE_BY_SIDE))
         _threads_users += 1
     try:
         yield

@@ -320,3 +320,5 @@ def test_cpu_sessions_run_utterances_side_by_side(exported):
     np.testing.assert_allclose(clf.predict_proba(audio, progress=done.append), alone.predict_proba(audio),
                                atol=1e-6)
     assert done == [1] * len(audio)   # one utterance per batch, equal lengths included
+    many = OnnxEmotionClassifier.from_file(str(exported[0]), threads=8)
+    assert many.parallel_batches() == 4 and many.session.get_session_options().intra_op_num_threads == 2

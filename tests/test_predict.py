@@ -291,5 +291,11 @@ def test_cpu_runs_utterances_side_by_side_with_the_same_results(clf):
                 assert torch.get_num_threads() == 1
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
+        # a many-core machine: at most 4 at once, its threads shared out between them
+        torch.set_num_threads(8)
+        assert clf.parallel_batches() == 4
+        with _one_intra_op_thread():
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 8
     finally:
         torch.set_num_threads(before)
