@@ -24,8 +24,8 @@ import torch
 
 from .errors import SerError
 from .models.checkpoint import load_trained
-from .windowing import (Batches, Prediction, Span, WindowedClassifier, WindowPrediction,  # noqa: F401
-                        Windowing, length_batches, prepare_audio)
+from .windowing import (MAX_SIDE_BY_SIDE, Batches, Prediction, Span, WindowedClassifier,  # noqa: F401
+                        WindowPrediction, Windowing, length_batches, prepare_audio)
 
 CLASSIFIER_MODEL = "ser_wav2vec2_classifier"
 # autocast dtype of each --precision; fp32 runs without autocast
@@ -81,7 +81,7 @@ class EmotionClassifier(WindowedClassifier):
         """torch's threads shared out between the utterances running side by side (1 each with up
         to :data:`MAX_SIDE_BY_SIDE` threads); restored after."""
         _limit_malloc_arenas()
-        return _one_intra_op_thread()
+        return _threads_shared_out()
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -119,16 +119,13 @@ def _limit_malloc_arenas(arenas: int = 1) -> None:
         pass
 
 
-# at most this many utterances at once: each holds its own activations (about 0.15 GiB for an
-# 8 s utterance at wav2vec2-base size), so a many-core machine shares its threads out instead
-MAX_SIDE_BY_SIDE = 4
 _threads_lock = threading.Lock()
 _threads_users = 0
 _threads_before = 1
 
 
 @contextlib.contextmanager
-def _one_intra_op_thread():
+def _threads_shared_out():
     # torch's thread count is process-wide: several callers at once (cv scores its chains in
     # threads) share one setting, and the last to leave restores what the first found
     global _threads_users, _threads_before

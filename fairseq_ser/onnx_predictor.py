@@ -27,7 +27,7 @@ import numpy as np
 
 from .data.audio import SAMPLE_RATE
 from .errors import CheckpointError
-from .windowing import WindowedClassifier, Windowing
+from .windowing import MAX_SIDE_BY_SIDE, WindowedClassifier, Windowing
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ METADATA_KEYS = {
 }
 # set on quantized copies only
 QUANTIZATION_KEY = "fairseq_ser.quantization"
-# at most this many utterances at once, as in the PyTorch classifier: each holds its own activations
-MAX_SIDE_BY_SIDE = 4
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -129,10 +127,11 @@ class OnnxEmotionClassifier(WindowedClassifier):
         threads = threads if threads is not None else default_threads()
         providers = list(providers) if providers is not None else default_providers(device)
         side_by_side = 1
-        if providers == [CPU] and (threads or _usable_cores()) > 1:
+        if providers == [CPU]:
             # on the CPU, utterances run side by side, sharing the threads out (see parallel_batches)
-            side_by_side = min(threads or _usable_cores(), MAX_SIDE_BY_SIDE)
-            options.intra_op_num_threads = max(1, (threads or _usable_cores()) // side_by_side)
+            cores = threads or _usable_cores()
+            side_by_side = min(cores, MAX_SIDE_BY_SIDE)
+            options.intra_op_num_threads = max(1, cores // side_by_side)
         elif threads:
             options.intra_op_num_threads = threads
         try:
@@ -150,14 +149,14 @@ class OnnxEmotionClassifier(WindowedClassifier):
         metadata = session.get_modelmeta().custom_metadata_map
         check_metadata(metadata, path)
         clf = cls(session, path, metadata)
-        clf.side_by_side = side_by_side if session.get_providers() == [CPU] else 1
+        clf.side_by_side = side_by_side
         return clf
 
     def parallel_batches(self) -> int:
         """On the CPU, the threads asked for (``threads``, else ``OMP_NUM_THREADS``, else the usable
-        cores), at most :data:`MAX_SIDE_BY_SIDE`: that many utterances run at once, sharing the
-        threads out (one each on up to 4 threads). On 2 cores that
-        ran 24 EmoDB files faster than one at a time on two threads (see the README's Inference)."""
+        cores), at most :data:`~fairseq_ser.windowing.MAX_SIDE_BY_SIDE`: that many utterances run at
+        once, sharing the threads out (one each on up to 4 threads). On 2 cores that ran 24 EmoDB
+        files faster than one at a time on two threads (see the README's Inference)."""
         return self.side_by_side
 
     def batch_probabilities(self, source: np.ndarray, padding_mask: np.ndarray) -> np.ndarray:

@@ -26,6 +26,10 @@ from .errors import AudioError
 logger = logging.getLogger(__name__)
 
 Span = Tuple[int, int]
+# on the CPU, at most this many utterances run side by side (see WindowedClassifier.parallel_batches):
+# each holds its own activations (about 0.15 GiB for an 8 s utterance at wav2vec2-base size), so a
+# many-core machine shares its threads out between them instead
+MAX_SIDE_BY_SIDE = 4
 
 
 @dataclass

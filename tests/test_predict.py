@@ -269,7 +269,7 @@ def test_length_batches_keep_padding_small():
 def test_cpu_runs_utterances_side_by_side_with_the_same_results(clf):
     import torch
 
-    from fairseq_ser.inference import _one_intra_op_thread
+    from fairseq_ser.inference import _threads_shared_out
 
     wavs = [voice(s, seed=i) for i, s in enumerate([0.6, 1.7, 1.1, 2.4, 1.1, 0.9])]
     before = torch.get_num_threads()
@@ -285,16 +285,16 @@ def test_cpu_runs_utterances_side_by_side_with_the_same_results(clf):
         np.testing.assert_allclose(side_by_side, one_by_one, atol=1e-6)
         # overlapping callers (cv scores its chains in threads) share one setting; the last restores it
         torch.set_num_threads(2)
-        with _one_intra_op_thread():
+        with _threads_shared_out():
             assert torch.get_num_threads() == 1 and clf.parallel_batches() == 2
-            with _one_intra_op_thread():
+            with _threads_shared_out():
                 assert torch.get_num_threads() == 1
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
         # a many-core machine: at most 4 at once, its threads shared out between them
         torch.set_num_threads(8)
         assert clf.parallel_batches() == 4
-        with _one_intra_op_thread():
+        with _threads_shared_out():
             assert torch.get_num_threads() == 2
         assert torch.get_num_threads() == 8
     finally:
